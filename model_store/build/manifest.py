@@ -82,7 +82,7 @@ def write_variant(
     model: onnx.ModelProto,
     facts: dict[str, Any],
     labels: list[str],
-    source_file: str,
+    source_file: str | tuple[str, ...],
     license_name: str,
     origin: str,
 ) -> dict[str, Any]:
@@ -91,6 +91,7 @@ def write_variant(
     `facts` holds what only the builder knows (family, alpha, resolutions, tasks,
     preprocess, label_space, embedding_dim, feature_strides, published...).
     """
+    files = [source_file] if isinstance(source_file, str) else list(source_file)
     variant_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = variant_dir / "model.onnx"
     onnx.save_model(model, str(onnx_path))
@@ -106,8 +107,7 @@ def write_variant(
         "file_size": onnx_path.stat().st_size,
         "sha256": sha256_of(onnx_path),
         "source": {
-            "file": source_file,
-            "sha256": sha256_of(SOURCES / source_file),
+            "files": [{"file": name, "sha256": sha256_of(SOURCES / name)} for name in files],
             "license": license_name,
             "origin": origin,
         },

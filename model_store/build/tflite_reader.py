@@ -1,0 +1,158 @@
+"""Read a TFLite flatbuffer into plain dataclasses: tensors with quantization, ops with options.
+
+Only what the converter needs; the flatbuffer accessors of the `tflite` package stay in here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tflite
+from tflite.utils import opcode2name
+
+_DTYPES = {
+    tflite.TensorType.FLOAT32: np.float32,
+    tflite.TensorType.INT32: np.int32,
+    tflite.TensorType.UINT8: np.uint8,
+    tflite.TensorType.INT64: np.int64,
+    tflite.TensorType.INT8: np.int8,
+}
+
+_ACTIVATIONS = {
+    tflite.ActivationFunctionType.NONE: None,
+    tflite.ActivationFunctionType.RELU: "RELU",
+    tflite.ActivationFunctionType.RELU6: "RELU6",
+}
+
+_PADDING = {tflite.Padding.SAME: "SAME", tflite.Padding.VALID: "VALID"}
+
+
+@dataclass(frozen=True)
+class Quant:
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: type
+    quant: Quant | None
+    data: np.ndarray | None
+
+
+@dataclass
+class Op:
+    kind: str
+    inputs: list[int]
+    outputs: list[int]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    tensors: list[Tensor]
+    ops: list[Op]
+    inputs: list[int]
+    outputs: list[int]
+
+    def by_name(self, name: str) -> Tensor:
+        return next(t for t in self.tensors if t.name == name)
+
+
+def _quant(raw: Any) -> Quant | None:
+    if raw is None or raw.ScaleLength() == 0:
+        return None
+    return Quant(
+        scale=raw.ScaleAsNumpy().astype(np.float32),
+        zero_point=raw.ZeroPointAsNumpy().astype(np.int64),
+        axis=raw.QuantizedDimension(),
+    )
+
+
+def _options(kind: str, op: Any) -> dict[str, Any]:
+    table = op.BuiltinOptions()
+    if table is None:
+        return {}
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        cls = tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions
+        opt = cls()
+        opt.Init(table.Bytes, table.Pos)
+        return {
+            "padding": _PADDING[opt.Padding()],
+            "strides": (opt.StrideH(), opt.StrideW()),
+            "dilations": (opt.DilationHFactor(), opt.DilationWFactor()),
+            "activation": _ACTIVATIONS[opt.FusedActivationFunction()],
+        }
+    if kind == "AVERAGE_POOL_2D":
+        opt = tflite.Pool2DOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {
+            "padding": _PADDING[opt.Padding()],
+            "strides": (opt.StrideH(), opt.StrideW()),
+            "kernel": (opt.FilterHeight(), opt.FilterWidth()),
+            "activation": _ACTIVATIONS[opt.FusedActivationFunction()],
+        }
+    if kind == "ADD":
+        opt = tflite.AddOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
+    if kind == "FULLY_CONNECTED":
+        opt = tflite.FullyConnectedOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
+    if kind == "CONCATENATION":
+        opt = tflite.ConcatenationOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"axis": opt.Axis(), "activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
+    if kind == "RESIZE_BILINEAR":
+        opt = tflite.ResizeBilinearOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"align_corners": opt.AlignCorners(), "half_pixel_centers": opt.HalfPixelCenters()}
+    if kind == "MEAN":
+        opt = tflite.ReducerOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"keep_dims": opt.KeepDims()}
+    return {}
+
+
+def read(path: Path) -> Graph:
+    model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+    if model.SubgraphsLength() != 1:
+        raise ValueError(f"{path.name}: expected one subgraph, found {model.SubgraphsLength()}")
+    graph = model.Subgraphs(0)
+    tensors = []
+    for i in range(graph.TensorsLength()):
+        raw = graph.Tensors(i)
+        dtype = _DTYPES[raw.Type()]
+        buffer = model.Buffers(raw.Buffer())
+        shape = tuple(int(d) for d in raw.ShapeAsNumpy()) if raw.ShapeLength() else ()
+        data = None
+        if buffer is not None and buffer.DataLength():
+            data = np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype=dtype).reshape(shape)
+        tensors.append(Tensor(i, raw.Name().decode(), shape, dtype, _quant(raw.Quantization()), data))
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        raw = graph.Operators(i)
+        code = model.OperatorCodes(raw.OpcodeIndex())
+        kind = opcode2name(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        ops.append(
+            Op(
+                kind=kind,
+                inputs=[int(x) for x in raw.InputsAsNumpy()],
+                outputs=[int(x) for x in raw.OutputsAsNumpy()],
+                options=_options(kind, raw),
+            )
+        )
+    return Graph(
+        tensors=tensors,
+        ops=ops,
+        inputs=[int(x) for x in graph.InputsAsNumpy()],
+        outputs=[int(x) for x in graph.OutputsAsNumpy()],
+    )
