@@ -1,0 +1,3 @@
+"""mobilenet-serve: an inference microservice for the MobileNet family."""
+
+__version__ = "0.1.0"

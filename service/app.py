@@ -1,0 +1,66 @@
+"""The app factory: wires settings, registry, pipeline, metrics, middleware and routes together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import __version__
+from .api import Context, router
+from .config import Settings
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from .pipeline import Pipeline
+from .registry import Registry
+from .v2_protocol import router as v2_router
+
+log = logging.getLogger("mobilenet_serve.app")
+
+DESCRIPTION = (
+    "MobileNet inference over HTTP: ImageNet classes, embeddings, backbone features, "
+    "detections and masks, with dynamic batching on ONNX Runtime."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    registry = Registry(settings, metrics)
+    pipeline = Pipeline(settings.decode_threads, settings.max_image_pixels, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Loading runs beside the server so /healthz answers and /readyz says 503 until models are warm.
+        loading = asyncio.create_task(registry.load(), name="load-models")
+        loading.add_done_callback(_report_crash)
+        try:
+            yield
+        finally:
+            if not loading.done():
+                loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await registry.close(settings.shutdown_grace_seconds)
+            pipeline.close()
+            log.info("shut down")
+
+    app = FastAPI(title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.context = Context(settings, registry, pipeline, metrics)
+    app.include_router(router)
+    app.include_router(v2_router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    known_paths = frozenset(route.path for route in app.routes if hasattr(route, "path"))
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, known_paths=known_paths)
+    return app
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the models failed", exc_info=task.exception())

@@ -1,0 +1,78 @@
+"""`mobilenet-serve`: parse flags, build the settings, run uvicorn with the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from .app import create_app
+from .config import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mobilenet-serve",
+        description=(
+            "Serve the MobileNet model store over HTTP. Flags override MOBILENET_* variables and the YAML file."
+        ),
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--store", type=Path, help="model store directory (default: the bundled model_store/)")
+    parser.add_argument("--config", type=Path, help="YAML settings file")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return parser.parse_args(argv)
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {key: value for key, value in vars(args).items() if value is not None}
+    return Settings(**overrides)
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    upper = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "mobilenet_serve": {"handlers": ["stderr"], "level": upper, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": upper, "propagate": False},
+            "uvicorn.error": {"level": upper},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"mobilenet-serve: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    logging.config.dictConfig(logging_config(settings.log_level))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.log_level),
+        log_level=settings.log_level,
+        # The app writes its own access line, which knows the model.
+        access_log=False,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Service settings: CLI flags > environment (MOBILENET_*) > YAML file > defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_STORE = Path(__file__).resolve().parent.parent / "model_store"
+PREFERRED_DEFAULT_MODEL = "mobilenet_v2_1.0_224_tv_int8"
+
+
+class BatchingConfig(BaseModel):
+    """Dynamic batching knobs for one model (the names follow Triton's dynamic batcher)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
+    max_queue_size: int = Field(default=256, ge=1)
+    timeout_ms: float = Field(default=10_000.0, gt=0.0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MOBILENET_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    store: Path = DEFAULT_STORE
+    config: Path | None = None
+    default_model: str = PREFERRED_DEFAULT_MODEL
+    # None means every variant in the store.
+    models: Annotated[list[str] | None, NoDecode] = None
+    intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_images_per_request: int = Field(default=32, ge=1)
+    api_key: SecretStr | None = None
+    log_level: str = "info"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)
+    default_batching: BatchingConfig = BatchingConfig()
+    batching: dict[str, BatchingConfig] = {}
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        # An empty list means "no restriction", as in the Helm chart's values, not "serve nothing".
+        return value or None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        # An empty MOBILENET_API_KEY (common in Helm templates) means "no key", not "the empty key".
+        return None if value == "" else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"critical", "error", "warning", "info", "debug"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    def batching_for(self, model: str) -> BatchingConfig:
+        return self.batching.get(model, self.default_batching)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = _yaml_path(init_settings)
+        if yaml_path is not None:
+            if not yaml_path.is_file():
+                raise FileNotFoundError(f"config file not found: {yaml_path}")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+
+def _yaml_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    init_kwargs = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+    value = init_kwargs.get("config") or os.environ.get("MOBILENET_CONFIG")
+    return Path(value) if value else None

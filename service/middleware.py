@@ -1,0 +1,142 @@
+"""ASGI middleware: per-request metrics and access log, API-key check, body-size limit.
+
+Written against raw ASGI rather than BaseHTTPMiddleware, which costs a task and a stream per request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ServiceError
+from .metrics import Metrics
+from .v2_codec import error_response_for
+
+access_log = logging.getLogger("mobilenet_serve.access")
+
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
+class ObservabilityMiddleware:
+    """Counts and times every request and writes one access-log line for it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            elapsed = time.perf_counter() - started
+            model = scope.get("state", {}).get("model", "")
+            endpoint = self._endpoint(scope)
+            self.metrics.requests.labels(endpoint, model, str(status)).inc()
+            self.metrics.request_duration.labels(endpoint, model).observe(elapsed)
+            access_log.info(
+                "%s %s model=%s status=%d latency_ms=%.2f",
+                scope["method"], scope["path"], model or "-", status, elapsed * 1000.0,
+            )  # fmt: skip
+
+    def _endpoint(self, scope: Scope) -> str:
+        route: Any = scope.get("route")
+        path = getattr(route, "path", None)
+        if path:
+            return str(path)
+        # Label values come only from the app's own routes: a client must not mint new series.
+        return scope["path"] if scope["path"] in self.known_paths else "unmatched"
+
+
+class ApiKeyMiddleware:
+    """When an API key is configured, every path but health, readiness and metrics needs it."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED_PATHS or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error_response_for(
+            scope["path"],
+            401,
+            "missing or wrong API key; send it as X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                offered = value.strip()
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+            else:
+                continue
+            if hmac.compare_digest(offered, self.api_key):
+                return True
+        return False
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether declared by Content-Length or streamed chunked."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise ServiceError(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self) -> str:
+        return f"request body exceeds the limit of {self.max_body_bytes} bytes"
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response_for(scope["path"], 413, self._message(), headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,133 @@
+"""Turn raw model outputs into answers: top-k classes, unit embeddings, .npz features, regions, PNG masks."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+# A region smaller than this fraction of the image is noise at DeepLab's output stride, not an object.
+MIN_REGION_FRACTION = 0.001
+BACKGROUND_CLASS = 0
+# 8-connectivity: diagonal neighbours belong to the same region.
+_CONNECTIVITY = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Region:
+    class_id: int
+    score: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 exclusive, original-image pixels
+    area: int
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and softmax probabilities of the k best classes, best first."""
+    shifted = logits.astype(np.float64) - np.max(logits)
+    probs = np.exp(shifted)
+    probs /= probs.sum()
+    k = min(k, probs.shape[0])
+    ids = np.argpartition(-probs, k - 1)[:k] if k < probs.shape[0] else np.arange(probs.shape[0])
+    ids = ids[np.argsort(-probs[ids], kind="stable")]
+    return ids, probs[ids]
+
+
+def l2_normalize(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
+
+
+def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    contiguous: dict[str, Any] = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+    np.savez(buffer, **contiguous)
+    return buffer.getvalue()
+
+
+def class_probabilities(seg_logits: np.ndarray) -> np.ndarray:
+    """Softmax over the class axis of [C, H, W] logits."""
+    shifted = seg_logits - seg_logits.max(axis=0, keepdims=True)
+    probs = np.exp(shifted, dtype=np.float32)
+    probs /= probs.sum(axis=0, keepdims=True)
+    return probs
+
+
+def mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a [H, W] class-id mask to (width, height)."""
+    if (mask.shape[1], mask.shape[0]) == size:
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.Resampling.NEAREST))
+
+
+def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float = MIN_REGION_FRACTION) -> list[Region]:
+    """Connected regions of each non-background class, as boxes in the original image of `size`."""
+    probs = class_probabilities(seg_logits)
+    small_mask = probs.argmax(axis=0).astype(np.uint8)
+    mask = mask_at(small_mask, size)
+    min_area = max(1, int(np.ceil(min_fraction * size[0] * size[1])))
+    found: list[Region] = []
+    for class_id in np.unique(mask):
+        if class_id == BACKGROUND_CLASS:
+            continue
+        labels, count = ndimage.label(mask == class_id, structure=_CONNECTIVITY)
+        if count == 0:
+            continue
+        areas = np.bincount(labels.ravel(), minlength=count + 1)
+        keep = [label for label in range(1, count + 1) if areas[label] >= min_area]
+        if not keep:
+            continue
+        class_prob = mask_prob_at(probs[class_id], size)
+        means = ndimage.mean(class_prob, labels, keep)
+        slices = ndimage.find_objects(labels)
+        for label, mean in zip(keep, means, strict=True):
+            rows, cols = slices[label - 1]
+            found.append(
+                Region(
+                    class_id=int(class_id),
+                    score=float(mean),
+                    box=(int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)),
+                    area=int(areas[label]),
+                )
+            )
+    found.sort(key=lambda region: region.score, reverse=True)
+    return found
+
+
+def mask_prob_at(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of one class's [H, W] probability map, so it lines up with the mask."""
+    if (prob.shape[1], prob.shape[0]) == size:
+        return prob
+    return np.asarray(Image.fromarray(prob.astype(np.float32)).resize(size, Image.Resampling.NEAREST))
+
+
+def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:
+    """The argmax class mask at the original size, as a palette PNG whose pixel values are class ids."""
+    mask = mask_at(seg_logits.argmax(axis=0).astype(np.uint8), size)
+    image = Image.fromarray(np.ascontiguousarray(mask))
+    # putpalette turns the "L" image into "P" with the same pixel values, so they stay class ids.
+    image.putpalette(VOC_PALETTE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=1)
+    return buffer.getvalue()
+
+
+def _voc_palette() -> list[int]:
+    """PASCAL VOC's colour map: class i gets the colour the VOC devkit gives it."""
+    palette: list[int] = []
+    for index in range(256):
+        red = green = blue = 0
+        value = index
+        for shift in range(7, -1, -1):
+            red |= ((value >> 0) & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette.extend((red, green, blue))
+    return palette
+
+
+VOC_PALETTE = _voc_palette()

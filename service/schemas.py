@@ -1,0 +1,84 @@
+"""Response shapes, declared for /docs; handlers build the same shapes directly for speed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    class_id: int = Field(examples=[281])
+    label: str = Field(examples=["tabby, tabby cat"])
+    score: float = Field(description="softmax probability", examples=[0.63])
+
+
+class ClassifyResult(BaseModel):
+    predictions: list[Prediction]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    resolution: int
+    results: list[ClassifyResult] = Field(description="one per image, in the request's order")
+
+
+class EmbedResult(BaseModel):
+    embedding: list[float]
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    resolution: int
+    dim: int
+    normalized: bool
+    results: list[EmbedResult]
+
+
+class Detection(BaseModel):
+    class_id: int = Field(examples=[12])
+    label: str = Field(examples=["dog"])
+    score: float = Field(description="mean softmax probability of the class over the region")
+    box: list[int] = Field(description="[x0, y0, x1, y1] in original-image pixels; x1, y1 exclusive")
+    area: int = Field(description="region size in original-image pixels")
+
+
+class DetectResult(BaseModel):
+    width: int
+    height: int
+    detections: list[Detection]
+
+
+class DetectResponse(BaseModel):
+    model: str
+    resolution: int
+    results: list[DetectResult]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    status: str = Field(description="loaded, loading, failed or not_configured")
+    loaded: bool
+    error: str | None = None
+    default_for: list[str] = Field(default_factory=list, description="endpoints that use it when no model is given")
+    batching: dict[str, float] | None = None
+    manifest: dict[str, Any] | None = Field(default=None, description="the variant's manifest.json")
+
+
+class ModelList(BaseModel):
+    default_model: str | None
+    default_segmentation_model: str | None
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
