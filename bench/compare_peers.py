@@ -532,7 +532,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--retries", type=int, default=2, help="repeats allowed per disturbed run")
     parser.add_argument(
-        "--quiet-wait", type=float, default=120.0,
+        "--quiet-wait", type=float, default=60.0,
         help="seconds to wait before each run for other work to drop under --max-other (then run anyway)",
     )  # fmt: skip
     parser.add_argument(
