@@ -169,12 +169,14 @@ async def server_metadata() -> Response:
     return JsonResponse(metadata.model_dump())
 
 
-@router.get("/health/live", summary="Liveness: 200 while the process serves HTTP")
+@router.get("/health/live", summary="Liveness: 200 while the process serves HTTP", response_class=Response)
 async def server_live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Readiness: 200 once the models are loaded and warm, else 400")
+@router.get(
+    "/health/ready", summary="Readiness: 200 once the models are loaded and warm, else 400", response_class=Response
+)
 async def server_ready(request: Request) -> Response:
     return Response(status_code=200 if _context(request).registry.ready else 400)
 
@@ -185,7 +187,12 @@ async def get_model_metadata(request: Request, name: ModelName) -> Response:
     return JsonResponse(model_metadata(_known_variant(request, name)).model_dump())
 
 
-@router.get("/models/{name}/ready", summary="Model readiness: 200 when it can serve, else 400", responses=ERRORS)
+@router.get(
+    "/models/{name}/ready",
+    summary="Model readiness: 200 when it can serve, else 400",
+    responses=ERRORS,
+    response_class=Response,
+)
 @router.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(request: Request, name: ModelName) -> Response:
     _known_variant(request, name)
