@@ -6,8 +6,9 @@ Two servers (`python -m service.cli` subprocesses loading only the model under t
 side: one with the service's default dynamic batching, one with batching off (max_batch_size 1).
 A closed-loop load generator drives them: N keep-alive connections, each posting the next JPEG as
 soon as its previous answer arrived. The baseline does the same decode + preprocess + ONNX Runtime
-+ top-k work in this process, with no HTTP: one image at a time ("batch 1"), and N images decoded
-by a thread pool as large as the server's then run as one batch of N ("batch N").
++ top-k work in this process, with no HTTP: one image at a time ("batch 1"), and N images split
+among as many threads as the server has instances, each decoding its share and running it as one
+batch ("batch N").
 
 Every point is measured in `--rounds` interleaved slices (baseline, batching on, batching off, in
 turn), so load from other processes on the machine hits all setups alike; the CPU that other
@@ -132,10 +133,13 @@ class CpuMeter:
 
 
 class Baseline:
-    def __init__(self, model: str, threads: int, decode_threads: int) -> None:
+    """The service's work with no HTTP: `instances` threads, each decoding its share of a batch and running it."""
+
+    def __init__(self, model: str, threads: int, instances: int) -> None:
         self.variant = parse_variant(STORE / model)
-        self.session = ModelSession(self.variant.onnx_path, threads)
-        self.pool = ThreadPoolExecutor(max_workers=decode_threads)
+        self.session = ModelSession(self.variant.onnx_path, threads, instances)
+        self.instances = instances
+        self.pool = ThreadPoolExecutor(max_workers=instances)
         self.outputs = TASK_OUTPUTS["classify"]
         self.bodies = [path.read_bytes() for path in IMAGES]
 
@@ -147,8 +151,12 @@ class Baseline:
         top_k(logits[0], 5)
 
     def batch(self, bodies: list[bytes]) -> None:
-        tensors = list(self.pool.map(self._prepare, bodies))
-        logits = self.session.run(np.stack(tensors), self.outputs)[0]
+        shares = [bodies[k :: self.instances] for k in range(self.instances)]
+        list(self.pool.map(self._share, [share for share in shares if share]))
+
+    def _share(self, bodies: list[bytes]) -> None:
+        tensors = [self._prepare(data) for data in bodies]
+        logits = self.session.run(np.stack(tensors), self.outputs, alone=self.instances == 1)[0]
         for row in logits:
             top_k(row, 5)
 
@@ -177,13 +185,12 @@ def free_port() -> int:
 
 
 def start_server(
-    workdir: Path, model: str, batching: dict[str, float], threads: int, decode_threads: int
+    workdir: Path, model: str, batching: dict[str, float], threads: int
 ) -> tuple[subprocess.Popen[bytes], int]:
     config = {
         "models": [model],
         "default_model": model,
         "intra_op_threads": threads,
-        "decode_threads": decode_threads,
         "log_level": "warning",
         "default_batching": {"max_queue_size": 1024, "timeout_ms": 60_000, **batching},
     }
@@ -342,7 +349,9 @@ def main() -> None:
         "--max-queue-delay-ms", type=float, help="batching on: max_queue_delay_ms (default: the service's)"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--decode-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--instances", type=int, help="batching on: instances (default: the service's, one per thread)"
+    )
     parser.add_argument("--json", type=Path, help="also write the points here")
     args = parser.parse_args()
     # Turn SIGTERM into SystemExit so the servers started below are stopped on the way out.
@@ -353,7 +362,11 @@ def main() -> None:
     print(f"command: python {' '.join(sys.argv)}")
     batching_on = {
         key: value
-        for key, value in (("max_batch_size", args.max_batch_size), ("max_queue_delay_ms", args.max_queue_delay_ms))
+        for key, value in (
+            ("max_batch_size", args.max_batch_size),
+            ("max_queue_delay_ms", args.max_queue_delay_ms),
+            ("instances", args.instances),
+        )
         if value is not None
     }
     slice_seconds = args.duration / args.rounds
@@ -361,11 +374,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         servers = {
-            ON: start_server(Path(workdir), args.model, batching_on, args.threads, args.decode_threads),
-            OFF: start_server(Path(workdir), args.model, {"max_batch_size": 1}, args.threads, args.decode_threads),
+            ON: start_server(Path(workdir), args.model, batching_on, args.threads),
+            OFF: start_server(Path(workdir), args.model, {"max_batch_size": 1}, args.threads),
         }
         meter = CpuMeter([process.pid for process, _ in servers.values()])
-        baseline = Baseline(args.model, args.threads, args.decode_threads)
+        baseline = Baseline(args.model, args.threads, args.instances or args.threads)
         try:
             for round_index in range(args.rounds):
                 for c in args.concurrency:

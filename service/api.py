@@ -267,6 +267,8 @@ def _model_info(request: Request, state: ModelState) -> dict[str, object]:
         "status": state.status.value,
         "loaded": state.status is Status.LOADED,
         "error": state.error,
+        "store_intact": state.store_intact,
+        "store_problem": state.store_problem,
         "default_for": default_for,
         "batching": batching,
         "manifest": state.variant.manifest if state.variant else None,

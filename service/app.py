@@ -17,6 +17,7 @@ from .metrics import Metrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from .pipeline import Pipeline
 from .registry import Registry
+from .store_watch import StoreWatch
 from .v2_protocol import router as v2_router
 
 log = logging.getLogger("mobilenet_serve.app")
@@ -31,19 +32,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     registry = Registry(settings, metrics)
-    pipeline = Pipeline(settings.decode_threads, settings.max_image_pixels, metrics)
+    pipeline = Pipeline(settings.codec_threads, settings.max_image_pixels, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Loading runs beside the server so /healthz answers and /readyz says 503 until models are warm.
         loading = asyncio.create_task(registry.load(), name="load-models")
         loading.add_done_callback(_report_crash)
+        watching = asyncio.create_task(
+            _watch_when_loaded(loading, StoreWatch(registry, metrics), settings.store_check_interval_seconds),
+            name="watch-store",
+        )
         try:
             yield
         finally:
-            if not loading.done():
-                loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
+            for task in (loading, watching):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(loading, watching, return_exceptions=True)
             await registry.close(settings.shutdown_grace_seconds)
             pipeline.close()
             log.info("shut down")
@@ -59,6 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     known_paths = frozenset(route.path for route in app.routes if hasattr(route, "path"))
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, known_paths=known_paths)
     return app
+
+
+async def _watch_when_loaded(loading: asyncio.Task[None], watch: StoreWatch, interval_seconds: float) -> None:
+    # After loading, so the first pass covers every model that loaded; waiting never cancels the loading.
+    await asyncio.wait([loading])
+    await watch.run(interval_seconds)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

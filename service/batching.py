@@ -1,11 +1,11 @@
-"""The per-model dynamic batcher: a bounded queue whose images are stacked into one ONNX Runtime run.
+"""The per-model dynamic batcher: a bounded queue served by a few inference instances.
 
-Like Triton's dynamic batcher, a batch closes when it holds `max_batch_size` images or when its
-oldest image has waited `max_queue_delay_ms`. It waits only while more images for the model are
-on their way (admitted and still being decoded): a lone request is never delayed for company that
-cannot come. Images are grouped by (resolution, outputs), since only those can share a tensor.
-A single image for an idle model skips the queue: it is decoded and run in one hand-off to the
-inference thread (`run_alone`), which is what the queue would have done, minus two thread wake-ups.
+As in Triton, a model has `instances` threads that run batches at the same time, and a batch
+closes when it holds `max_batch_size` images or when its oldest image has waited
+`max_queue_delay_ms`; a free instance then takes it. Images are grouped by (resolution, outputs),
+since only those can share a tensor. An instance decodes its batch's images itself, right before
+the run: on a CPU that keeps each image in the cache of the core that runs it and costs no thread
+hand-off between decoding and inference (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,30 +30,18 @@ from .runtime import ModelSession
 log = logging.getLogger("mobilenet_serve.batching")
 
 BatchKey = tuple[int, tuple[str, ...]]
-T = TypeVar("T")
+# Called on an instance thread; returns what the caller wants back with the outputs, and the input tensor.
+Prepare = Callable[[], tuple[Any, np.ndarray]]
+Outcome = tuple[Any, list[np.ndarray]]
 
 
 @dataclass(eq=False)
 class _Item:
-    tensor: np.ndarray
+    prepare: Prepare
     key: BatchKey
-    future: asyncio.Future[list[np.ndarray]]
+    future: asyncio.Future[Outcome]
     enqueued_at: float
     deadline: float
-
-
-@dataclass(eq=False)
-class Reservation:
-    """Queue capacity held for a request's images while they are decoded."""
-
-    batcher: DynamicBatcher
-    count: int
-    open: bool = field(default=True)
-
-    def release(self) -> None:
-        if self.open:
-            self.open = False
-            self.batcher._unreserve(self.count)
 
 
 class DynamicBatcher:
@@ -63,127 +51,89 @@ class DynamicBatcher:
         self._session = session
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
-        self._expected = 0
-        self._wakeup = asyncio.Event()
+        self._busy = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._runs: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
-        self._running = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model}")
-        self._task: asyncio.Task[None] | None = None
+        self._instances = config.instances or 1
+        self._executor = ThreadPoolExecutor(max_workers=self._instances, thread_name_prefix=f"infer-{model}")
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.model}")
+    def submit(self, prepares: list[Prepare], key: BatchKey, deadline: float) -> list[asyncio.Future[Outcome]]:
+        """Queue a request's images together, or refuse them all at once; each future gets one image's outcome."""
+        self._admit(len(prepares))
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        futures = []
+        for prepare in prepares:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._queue.append(_Item(prepare, key, future, now, deadline))
+            futures.append(future)
+        self._idle.clear()
+        self._pump()
+        return futures
 
-    def reserve(self, count: int) -> Reservation:
-        """Admit `count` images or refuse at once: the queue never grows past max_queue_size."""
+    async def drain(self, timeout: float) -> None:
+        """Refuse new work, finish what is queued and running, then stop the instances."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("model %s: %d images still queued at shutdown", self.model, len(self._queue))
+        if self._timer is not None:
+            self._timer.cancel()
+        for item in self._queue:
+            _fail(item, ServiceError(503, "the server is shutting down", code="shutting_down"))
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    async def warm_up(self, tensor: np.ndarray, outputs: tuple[str, ...]) -> None:
+        """One run outside the queue, so the first request does not pay for ORT's lazy allocations."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._session.warm_up, tensor[None], outputs)
+
+    def _admit(self, count: int) -> None:
         if self._closing:
             raise ServiceError(503, "the server is shutting down", code="shutting_down")
         if count > self.config.max_queue_size:
             raise ServiceError(
                 413, f"{count} images exceed the {self.config.max_queue_size} that model {self.model} can queue"
             )
-        if len(self._queue) + self._expected + count > self.config.max_queue_size:
+        if len(self._queue) + count > self.config.max_queue_size:
             raise ServiceError(
                 429,
                 f"model {self.model} has {self.config.max_queue_size} images queued; retry later",
                 headers={"Retry-After": str(self._retry_after_seconds())},
             )
-        self._expected += count
-        return Reservation(self, count)
-
-    def submit(
-        self, reservation: Reservation, tensors: list[np.ndarray], key: BatchKey, deadline: float
-    ) -> list[asyncio.Future[list[np.ndarray]]]:
-        """Queue a request's images together; each future resolves to that image's outputs."""
-        loop = asyncio.get_running_loop()
-        now = time.perf_counter()
-        futures = []
-        for tensor in tensors:
-            future: asyncio.Future[list[np.ndarray]] = loop.create_future()
-            self._queue.append(_Item(tensor, key, future, now, deadline))
-            futures.append(future)
-        reservation.release()
-        self._metrics.queue_depth.labels(self.model).set(len(self._queue))
-        self._idle.clear()
-        self._wakeup.set()
-        return futures
-
-    def alone(self, reservation: Reservation) -> bool:
-        """True when the reserving request is all the work this model has: nothing queued, running or decoding."""
-        return not self._queue and not self._running and self._expected == reservation.count
-
-    async def run_alone(
-        self, prepare: Callable[[], tuple[T, np.ndarray]], outputs: tuple[str, ...]
-    ) -> tuple[T, list[np.ndarray]]:
-        """Decode and run one image in a single hand-off to the inference thread.
-
-        An idle model has nothing to overlap the decode with, and one hand-off instead of two saves
-        two thread wake-ups of latency. Requests arriving meanwhile take the queue as usual.
-        """
-        self._running = True
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._prepare_and_infer, prepare, outputs
-            )
-        finally:
-            self._running = False
-            if self._queue:
-                self._wakeup.set()
-
-    async def drain(self, timeout: float) -> None:
-        """Refuse new work, finish what is queued, then stop the inference thread."""
-        self._closing = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            log.warning("model %s: %d images still queued at shutdown", self.model, len(self._queue))
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(ServiceError(503, "the server is shutting down", code="shutting_down"))
-        self._queue.clear()
-        self._executor.shutdown(wait=True)
-
-    async def warm_up(self, tensor: np.ndarray, outputs: tuple[str, ...]) -> None:
-        """One run outside the queue, so the first request does not pay for ORT's lazy allocations."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._session.run, tensor[None], outputs)
-
-    def _unreserve(self, count: int) -> None:
-        self._expected -= count
-        if self._expected == 0:
-            self._wakeup.set()
 
     def _retry_after_seconds(self) -> int:
         return max(1, math.ceil(self.config.max_queue_delay_ms / 1000.0))
 
-    async def _serve(self) -> None:
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
+    def _pump(self) -> None:
+        """Hand closed batches to free instances; called whenever images arrive or an instance frees up."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._busy < self._instances and self._queue:
+            first = self._queue[0]
+            if first.future.done():
+                self._queue.popleft()
                 continue
-            batch = await self._collect()
-            self._metrics.queue_depth.labels(self.model).set(len(self._queue))
+            close_at = first.enqueued_at + self.config.max_queue_delay_ms / 1000.0
+            if self._count(first.key) < self.config.max_batch_size and time.perf_counter() < close_at:
+                self._timer = loop.call_at(loop.time() + close_at - time.perf_counter(), self._pump)
+                break
+            batch = self._take(first.key)
             if batch:
-                await self._run(batch)
-
-    async def _collect(self) -> list[_Item]:
-        first = self._queue[0]
-        close_at = first.enqueued_at + self.config.max_queue_delay_ms / 1000.0
-        while self._expected > 0 and self._count(first.key) < self.config.max_batch_size:
-            remaining = close_at - time.perf_counter()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                break
-        return self._take(first.key)
+                alone = self._busy == 0
+                self._busy += 1
+                task = loop.create_task(self._run(batch, alone), name=f"batch-{self.model}")
+                self._runs.add(task)
+                task.add_done_callback(self._runs.discard)
+        self._metrics.queue_depth.labels(self.model).set(len(self._queue))
+        if not self._queue and self._busy == 0:
+            self._idle.set()
 
     def _count(self, key: BatchKey) -> int:
         return sum(1 for item in self._queue if item.key == key)
@@ -198,7 +148,7 @@ class DynamicBatcher:
             if item.future.done():
                 continue
             if now > item.deadline:
-                item.future.set_exception(ServiceError(504, "the request's deadline passed while it was queued"))
+                _fail(item, ServiceError(504, "the request's deadline passed while it was queued"))
             elif item.key == key and len(batch) < self.config.max_batch_size:
                 batch.append(item)
             else:
@@ -206,47 +156,70 @@ class DynamicBatcher:
         self._queue = kept
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item], alone: bool) -> None:
         started = time.perf_counter()
         wait = self._metrics.queue_wait.labels(self.model)
         for item in batch:
             wait.observe(started - item.enqueued_at)
-        outputs = batch[0].key[1]
-        loop = asyncio.get_running_loop()
-        self._running = True
         try:
-            results = await loop.run_in_executor(self._executor, self._infer, [i.tensor for i in batch], outputs)
-        except Exception as exc:
-            if len(batch) == 1:
-                log.error("model %s: inference failed: %s", self.model, exc)
-                _resolve_error(batch[0], ServiceError(500, f"inference failed: {exc}", code="inference_failed"))
-                return
-            # Isolate the failure: rerun the images one by one so only a culprit fails.
-            for item in batch:
-                await self._run([item])
-            return
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._prepare_and_infer, batch, alone
+            )
+        except Exception as exc:  # the instance itself broke, not one image: fail the batch, keep serving
+            log.exception("model %s: batch of %d failed", self.model, len(batch))
+            outcomes = [ServiceError(500, f"inference failed: {exc}", code="inference_failed")] * len(batch)
         finally:
-            self._running = False
-        for index, item in enumerate(batch):
-            if not item.future.done():
-                item.future.set_result([output[index] for output in results])
+            self._busy -= 1
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                _fail(item, outcome)
+            elif not item.future.done():
+                item.future.set_result(outcome)
+        self._pump()
 
-    def _prepare_and_infer(
-        self, prepare: Callable[[], tuple[T, np.ndarray]], outputs: tuple[str, ...]
-    ) -> tuple[T, list[np.ndarray]]:
-        prepared, tensor = prepare()
-        self._metrics.queue_wait.labels(self.model).observe(0.0)
-        return prepared, [output[0] for output in self._infer([tensor], outputs)]
+    def _prepare_and_infer(self, batch: list[_Item], alone: bool) -> list[Outcome | BaseException]:
+        """On an instance thread: decode each image, then run the decoded ones together."""
+        outcomes: list[Outcome | BaseException | None] = []
+        ready: list[tuple[int, Any, np.ndarray]] = []
+        for item in batch:
+            if item.future.done():  # the request gave up (deadline passed): skip its work
+                outcomes.append(ServiceError(504, "the request's deadline passed while it was queued"))
+                continue
+            try:
+                extra, tensor = item.prepare()
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            ready.append((len(outcomes), extra, tensor))
+            outcomes.append(None)  # filled in by the run below
+        for (index, _, _), outcome in zip(ready, self._infer_isolated(ready, batch[0].key[1], alone), strict=True):
+            outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]  # every None was filled
 
-    def _infer(self, tensors: list[np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
+    def _infer_isolated(
+        self, ready: list[tuple[int, Any, np.ndarray]], outputs: tuple[str, ...], alone: bool
+    ) -> list[Outcome | BaseException]:
+        if not ready:
+            return []
+        try:
+            results = self._infer([tensor for _, _, tensor in ready], outputs, alone)
+        except Exception as exc:
+            if len(ready) > 1:
+                # Rerun the images one by one so only a culprit fails.
+                return [self._infer_isolated([entry], outputs, alone)[0] for entry in ready]
+            log.error("model %s: inference failed: %s", self.model, exc)
+            return [ServiceError(500, f"inference failed: {exc}", code="inference_failed")]
+        return [(extra, [output[row] for output in results]) for row, (_, extra, _) in enumerate(ready)]
+
+    def _infer(self, tensors: list[np.ndarray], outputs: tuple[str, ...], alone: bool) -> list[np.ndarray]:
         stacked = np.stack(tensors) if len(tensors) > 1 else tensors[0][None]
         started = time.perf_counter()
-        results = self._session.run(stacked, outputs)
+        results = self._session.run(stacked, outputs, alone)
         self._metrics.inference_duration.labels(self.model).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self.model).observe(len(tensors))
         return results
 
 
-def _resolve_error(item: _Item, error: Exception) -> None:
+def _fail(item: _Item, error: BaseException) -> None:
     if not item.future.done():
         item.future.set_exception(error)

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         # The app writes its own access line, which knows the model.
         access_log=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         server_header=False,
     )
 

@@ -25,8 +25,12 @@ class BatchingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Threads that run this model's batches at the same time (Triton's instance_group count);
+    # None: one per core of intra_op_threads.
+    instances: int | None = Field(default=None, ge=1, le=64)
     max_batch_size: int = Field(default=16, ge=1, le=256)
-    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
+    # 0: a free instance takes what is queued at once; on a CPU, waiting for a fuller batch leaves a core idle.
+    max_queue_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(default=256, ge=1)
     timeout_ms: float = Field(default=10_000.0, gt=0.0)
 
@@ -45,14 +49,22 @@ class Settings(BaseSettings):
     default_model: str = PREFERRED_DEFAULT_MODEL
     # None means every variant in the store.
     models: Annotated[list[str] | None, NoDecode] = None
+    # Cores ONNX Runtime may use for one model: a lone batch uses them all, instances side by side share them.
     intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Threads that parse V2 request bodies and encode large responses (NPZ, PNG masks), off the event loop.
+    codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_images_per_request: int = Field(default=32, ge=1)
     api_key: SecretStr | None = None
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)
+    # How long an idle keep-alive connection stays open. It must outlast the idle timeout of every client pool,
+    # proxy and load balancer in front (httpx 5 s, nginx upstream and AWS ALB 60 s): when the server closes
+    # first, a request sent on the connection at that instant meets a TCP reset and no answer.
+    keep_alive_timeout_seconds: int = Field(default=75, ge=1)
+    # How often the loaded models' files are checked against their manifests; 0 turns the check off.
+    store_check_interval_seconds: float = Field(default=30.0, ge=0.0)
     default_batching: BatchingConfig = BatchingConfig()
     batching: dict[str, BatchingConfig] = {}
 
@@ -79,7 +91,11 @@ class Settings(BaseSettings):
         return level
 
     def batching_for(self, model: str) -> BatchingConfig:
-        return self.batching.get(model, self.default_batching)
+        """The model's batching, with `instances` resolved (every field set)."""
+        config = self.batching.get(model, self.default_batching)
+        if config.instances is None:
+            config = config.model_copy(update={"instances": self.intra_op_threads})
+        return config
 
     @classmethod
     def settings_customise_sources(

@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .responses import JsonResponse
 
 log = logging.getLogger("mobilenet_serve.errors")
+
+CLIENT_CLOSED_REQUEST = 499
 
 _CODES_BY_STATUS = {
     400: "bad_request",
@@ -87,6 +90,12 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, headers=dict(exc.headers) if exc.headers else None)
 
 
+async def _client_disconnected(_: Request, __: Exception) -> Response:
+    # Nobody is left to read it: the status is for the access log and metrics, where a client that hung up
+    # mid-body must not count as a server error (nginx's 499, "client closed request").
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error", "internal_error")
@@ -96,4 +105,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -73,6 +73,12 @@ class Metrics:
             ("model",),
             registry=self.registry,
         )
+        self.model_store_intact = Gauge(
+            "mobilenet_model_store_intact",
+            "1 while a loaded model's files on disk match what was loaded, 0 once they no longer do.",
+            ("model",),
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

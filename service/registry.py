@@ -36,6 +36,9 @@ class ModelState:
     status: Status
     error: str | None = None
     batcher: DynamicBatcher | None = None
+    # Set by the store watch: None until its first check of a loaded model.
+    store_intact: bool | None = None
+    store_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,14 @@ class Registry:
             state.status, state.error = Status.FAILED, str(exc)
             log.error("variant %s skipped: %s", variant.name, exc)
             return
-        batcher.start()
         state.status, state.batcher = Status.LOADED, batcher
         self._metrics.model_loaded.labels(variant.name).set(1)
 
     def _open_session(self, variant: Variant) -> ModelSession:
         verify_onnx(variant)
         try:
-            session = ModelSession(variant.onnx_path, self._settings.intra_op_threads)
+            instances = self._settings.batching_for(variant.name).instances or 1
+            session = ModelSession(variant.onnx_path, self._settings.intra_op_threads, instances)
         except Exception as exc:
             raise StoreError(f"ONNX Runtime cannot load {variant.onnx_path.name}: {exc}") from exc
         missing = {o for task in variant.tasks for o in TASK_OUTPUTS[task]} - session.output_names

@@ -19,22 +19,40 @@ TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
 
 
 class ModelSession:
-    """One ONNX Runtime session; `run` is called from a single inference thread per model."""
+    """A model's ONNX Runtime sessions: a wide one for a run alone, a narrow one for runs side by side.
 
-    def __init__(self, onnx_path: Path, intra_op_threads: int) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Spinning intra-op threads would steal the cores the image decoders need between runs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-        inputs = self._session.get_inputs()
+    A lone run should use every core it may (`threads`); runs of several instances at once should
+    each use their share (`threads // instances`), since oversubscribed cores cost more than they
+    give. ONNX Runtime fixes the thread count per session, so the model keeps one session of each
+    width when they differ. `run` may be called from several threads at once.
+    """
+
+    def __init__(self, onnx_path: Path, threads: int, instances: int = 1) -> None:
+        self._wide = _open(onnx_path, threads)
+        narrow_threads = max(1, threads // max(1, instances))
+        self._narrow = self._wide if narrow_threads == threads else _open(onnx_path, narrow_threads)
+        inputs = self._wide.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(f"expected one input named {INPUT_NAME!r}, found {[i.name for i in inputs]}")
-        self.output_names = frozenset(o.name for o in self._session.get_outputs())
+        self.output_names = frozenset(o.name for o in self._wide.get_outputs())
 
-    def run(self, batch: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:
-        return self._session.run(list(outputs), {INPUT_NAME: batch})
+    def run(self, batch: np.ndarray, outputs: tuple[str, ...], alone: bool = True) -> list[np.ndarray]:
+        session = self._wide if alone else self._narrow
+        return session.run(list(outputs), {INPUT_NAME: batch})
+
+    def warm_up(self, batch: np.ndarray, outputs: tuple[str, ...]) -> None:
+        self._wide.run(list(outputs), {INPUT_NAME: batch})
+        if self._narrow is not self._wide:
+            self._narrow.run(list(outputs), {INPUT_NAME: batch})
+
+
+def _open(onnx_path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning intra-op threads would steal the cores the image decoders need between runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])

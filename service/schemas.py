@@ -60,6 +60,11 @@ class ModelInfo(BaseModel):
     status: str = Field(description="loaded, loading, failed or not_configured")
     loaded: bool
     error: str | None = None
+    store_intact: bool | None = Field(
+        default=None,
+        description="whether its files on disk still match what was loaded; null until checked or when not loaded",
+    )
+    store_problem: str | None = Field(default=None, description="what no longer matches, when store_intact is false")
     default_for: list[str] = Field(default_factory=list, description="endpoints that use it when no model is given")
     batching: dict[str, float] | None = None
     manifest: dict[str, Any] | None = Field(default=None, description="the variant's manifest.json")

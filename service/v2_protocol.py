@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -48,6 +49,8 @@ class ProtocolRoute(APIRoute):
                 return codec.error_response(400, f"invalid request: {error.errors()}")
             except HTTPException as error:
                 return codec.error_response(error.status_code, str(error.detail), dict(error.headers or {}))
+            except ClientDisconnect:
+                raise  # not a failure of the server: the app's handler records it as 499
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
                 return codec.error_response(500, "internal error")
@@ -67,7 +70,7 @@ PROBABILITIES = "probabilities"
 # ONNX Runtime outputs in one fixed order, so a V2 request asking for logits batches with /classify.
 ORT_ORDER = ("logits", "embedding", "features_s8", "features_s16", "features_s32", "seg_logits")
 LABELLED = frozenset({"logits", PROBABILITIES})
-# Converting a big tensor from or to JSON takes milliseconds: past these sizes it runs in the decode pool,
+# Converting a big tensor from or to JSON takes milliseconds: past these sizes it runs in the codec pool,
 # off the event loop.
 OFFLOAD_BYTES = 256 * 1024
 OFFLOAD_VALUES = 64 * 1024

@@ -71,6 +71,7 @@ def start_server(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     timeout: float = 90.0,
+    store: Path = STORE,
 ) -> ServerProcess:
     """Run `python -m service.cli` on a free loopback port with `config` as its YAML file."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def start_server(
     child_env.update(env or {})
     command = [
         sys.executable, "-m", "service.cli",
-        "--port", str(port), "--store", str(STORE), "--config", str(config_path),
+        "--port", str(port), "--store", str(store), "--config", str(config_path),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=child_env, stdout=log, stderr=subprocess.STDOUT)

@@ -427,9 +427,12 @@ def test_service_accepts_the_rendered_config_file(value_set: str, tmp_path: Path
     )
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
-    assert settings["default_batching"] == config["default_batching"]
+    # `instances` may be left out: the service then runs one per intra-op thread.
+    assert settings["default_batching"] == {"instances": None, **config["default_batching"]}
     assert settings["models"] == (config.get("models") or None)
     assert settings["shutdown_grace_seconds"] == config["shutdown_grace_seconds"]
+    assert settings["keep_alive_timeout_seconds"] == config["keep_alive_timeout_seconds"]
+    assert settings["store_check_interval_seconds"] == config["store_check_interval_seconds"]
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -549,6 +552,7 @@ def test_alerts_cover_latency_errors_saturation_and_loading() -> None:
         "MobilenetHighErrorRatio": {"mobilenet_requests_total"},
         "MobilenetQueueSaturated": {"mobilenet_queue_depth"},
         "MobilenetModelNotLoaded": {"mobilenet_model_loaded"},
+        "MobilenetModelStoreChanged": {"mobilenet_model_store_intact"},
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,7 +25,7 @@ from helpers_service import (
     start_server,
 )
 
-from service.batching import DynamicBatcher
+from service.batching import DynamicBatcher, Outcome, Prepare
 from service.config import BatchingConfig
 from service.errors import ServiceError
 from service.metrics import Metrics
@@ -146,7 +147,7 @@ def test_request_past_its_deadline_gets_504(tight_server: ServerProcess) -> None
 
 @pytest.fixture(scope="module")
 def v1_small_session() -> ModelSession:
-    return ModelSession(STORE / V1_SMALL / "model.onnx", intra_op_threads=2)
+    return ModelSession(STORE / V1_SMALL / "model.onnx", threads=2, instances=2)
 
 
 def _tensors(count: int) -> list[np.ndarray]:
@@ -154,47 +155,87 @@ def _tensors(count: int) -> list[np.ndarray]:
     return [prepare((IMAGES / name).read_bytes(), spec, 128, 10**9).tensor for name in PHOTOS[:count]]
 
 
+def _ready(tensor: np.ndarray) -> Prepare:
+    return lambda: (None, tensor)
+
+
 def test_batcher_stacks_and_resolves_each_future(v1_small_session: ModelSession) -> None:
     metrics = Metrics()
     tensors = _tensors(6)
     singles = [v1_small_session.run(t[None], ("logits",))[0][0] for t in tensors]
 
-    async def scenario() -> list[list[np.ndarray]]:
-        config = BatchingConfig(max_batch_size=4, max_queue_delay_ms=50, max_queue_size=8, timeout_ms=10_000)
+    async def scenario() -> list[Outcome]:
+        # One instance and a long delay: the six images queue together and close as a full batch of 4, then 2.
+        config = BatchingConfig(
+            instances=1, max_batch_size=4, max_queue_delay_ms=50, max_queue_size=8, timeout_ms=10_000
+        )
         batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, metrics)
-        batcher.start()
         deadline = time.perf_counter() + 60
-        reservation = batcher.reserve(6)
-        futures = batcher.submit(reservation, tensors, (128, ("logits",)), deadline)
+        futures = batcher.submit([_ready(t) for t in tensors], (128, ("logits",)), deadline)
         results = await asyncio.gather(*futures)
         await batcher.drain(5.0)
         return results
 
     results = asyncio.run(scenario())
-    for result, single in zip(results, singles, strict=True):
-        np.testing.assert_allclose(result[0], single, rtol=1e-5, atol=1e-4)
+    for (_, outputs), single in zip(results, singles, strict=True):
+        np.testing.assert_allclose(outputs[0], single, rtol=1e-5, atol=1e-4)
     sizes = metrics.registry.get_sample_value("mobilenet_batch_size_sum", {"model": V1_SMALL})
     runs = metrics.registry.get_sample_value("mobilenet_batch_size_count", {"model": V1_SMALL})
     assert (sizes, runs) == (6, 2)
 
 
-def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
-    async def scenario() -> None:
-        config = BatchingConfig(max_batch_size=2, max_queue_delay_ms=0, max_queue_size=3)
+def test_instances_run_batches_side_by_side(v1_small_session: ModelSession) -> None:
+    """Two instances: while one is busy preparing its image, the other takes the next batch."""
+    tensors = _tensors(2)
+    started: list[float] = []
+
+    def slow(tensor: np.ndarray) -> Prepare:
+        def prepare_slowly() -> tuple[None, np.ndarray]:
+            started.append(time.perf_counter())
+            time.sleep(0.3)
+            return None, tensor
+
+        return prepare_slowly
+
+    async def scenario() -> float:
+        config = BatchingConfig(instances=2, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=8)
         batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
-        batcher.start()
-        held = batcher.reserve(3)
+        began = time.perf_counter()
+        futures = batcher.submit([slow(t) for t in tensors], (128, ("logits",)), began + 60)
+        await asyncio.gather(*futures)
+        await batcher.drain(5.0)
+        return time.perf_counter() - began
+
+    elapsed = asyncio.run(scenario())
+    assert len(started) == 2 and abs(started[1] - started[0]) < 0.2, started
+    assert elapsed < 0.55, elapsed
+
+
+def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
+    tensor = _tensors(1)[0]
+    release = threading.Event()
+
+    def blocked() -> tuple[None, np.ndarray]:
+        release.wait(10)
+        return None, tensor
+
+    async def scenario() -> None:
+        config = BatchingConfig(instances=1, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=3)
+        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
+        key, deadline = (128, ("logits",)), time.perf_counter() + 60
+        running = batcher.submit([blocked], key, deadline)  # taken by the one instance at once
+        queued = batcher.submit([blocked] * 3, key, deadline)
         with pytest.raises(ServiceError) as caught:
-            batcher.reserve(1)
+            batcher.submit([blocked], key, deadline)
         assert caught.value.status == 429 and caught.value.headers and "Retry-After" in caught.value.headers
-        held.release()
-        batcher.reserve(1).release()
         with pytest.raises(ServiceError) as too_many:
-            batcher.reserve(4)
+            batcher.submit([blocked] * 4, key, deadline)
         assert too_many.value.status == 413
+        release.set()
+        await asyncio.gather(*running, *queued)
         await batcher.drain(1.0)
         with pytest.raises(ServiceError) as closed:
-            batcher.reserve(1)
+            batcher.submit([blocked], key, deadline)
         assert closed.value.status == 503
 
     asyncio.run(scenario())
@@ -206,17 +247,36 @@ def test_failed_run_is_isolated_per_item(v1_small_session: ModelSession) -> None
     poison = np.zeros((4, 128, 128), dtype=np.float32)  # four channels: neither stackable nor runnable
 
     async def scenario() -> list[object]:
-        batcher = DynamicBatcher(
-            V1_SMALL, v1_small_session, BatchingConfig(max_batch_size=4, max_queue_delay_ms=20), Metrics()
-        )
-        batcher.start()
+        config = BatchingConfig(instances=1, max_batch_size=4, max_queue_delay_ms=20)
+        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
         deadline = time.perf_counter() + 60
         key = (128, ("logits",))
-        futures = batcher.submit(batcher.reserve(3), [good[0], poison, good[1]], key, deadline)
+        futures = batcher.submit([_ready(good[0]), _ready(poison), _ready(good[1])], key, deadline)
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         await batcher.drain(1.0)
         return outcomes
 
     outcomes = asyncio.run(scenario())
-    assert isinstance(outcomes[0], list) and isinstance(outcomes[2], list)
+    assert isinstance(outcomes[0], tuple) and isinstance(outcomes[2], tuple)
     assert isinstance(outcomes[1], ServiceError) and outcomes[1].status == 500
+
+
+def test_failed_preparation_fails_only_its_image(v1_small_session: ModelSession) -> None:
+    good = _tensors(2)
+
+    def broken() -> tuple[None, np.ndarray]:
+        raise ServiceError(400, "the body is not a decodable image", code="bad_image")
+
+    async def scenario() -> list[object]:
+        config = BatchingConfig(instances=1, max_batch_size=4, max_queue_delay_ms=20)
+        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
+        futures = batcher.submit(
+            [_ready(good[0]), broken, _ready(good[1])], (128, ("logits",)), time.perf_counter() + 60
+        )
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.drain(1.0)
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[0], tuple) and isinstance(outcomes[2], tuple)
+    assert isinstance(outcomes[1], ServiceError) and outcomes[1].status == 400

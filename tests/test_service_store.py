@@ -1,4 +1,7 @@
-"""Broken variants are reported by name and skipped; the rest of the store stays usable."""
+"""Broken variants are reported by name and skipped; the rest of the store stays usable.
+
+The store check names what no longer matches a loaded variant.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from helpers_service import IMAGES, MACAW, STORE, V1_SMALL
 from service.app import create_app
 from service.config import Settings
 from service.store import StoreError, discover, parse_variant, verify_onnx
+from service.store_watch import files_problem
 
 
 def copy_variant(store: Path, name: str, source: str = V1_SMALL) -> Path:
@@ -113,3 +117,22 @@ def test_readiness_is_503_while_loading_and_without_models(tmp_path: Path) -> No
         assert response.status_code == 503
         assert response.json()["error"]["message"] == "no model could be loaded"
         assert client.post("/classify", content=b"x", headers={"Content-Type": "image/jpeg"}).status_code == 503
+
+
+def test_store_check_names_what_no_longer_matches(tmp_path: Path) -> None:
+    directory = copy_variant(tmp_path, "watched")
+    loaded = parse_variant(directory)
+    assert files_problem(loaded) is None
+    labels = directory / "labels.txt"
+    original_labels = labels.read_text()
+    labels.write_text(original_labels.replace("macaw", "parrot"))
+    assert files_problem(loaded) == "labels.txt differs from the one loaded"
+    labels.write_text(original_labels)
+    rewrite_manifest(directory, top1=99.9)
+    assert files_problem(loaded) == "manifest.json differs from the one loaded"
+    (directory / "manifest.json").write_text(json.dumps(loaded.manifest))
+    assert files_problem(loaded) is None
+    (directory / "model.onnx").write_bytes(b"\0" * loaded.file_size)
+    assert "sha256" in (files_problem(loaded) or "")
+    (directory / "manifest.json").unlink()
+    assert files_problem(loaded) == "manifest.json is missing"
