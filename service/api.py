@@ -20,7 +20,15 @@ from .pipeline import ImageResult, Pipeline
 from .registry import ModelState, Registry, Status
 from .responses import JsonResponse
 from .runtime import TASK_OUTPUTS
-from .schemas import ClassifyResponse, DetectResponse, EmbedResponse, ErrorBody, Health, ModelInfo, ModelList
+from .schemas import (
+    ClassifyResponse,
+    DetectResponse,
+    EmbedResponse,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    ModelList,
+)
 from .store import Variant
 
 router = APIRouter()

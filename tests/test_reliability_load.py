@@ -23,7 +23,15 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from helpers_service import MACAW, V1_SMALL, ServerProcess, image_bytes, metric_value, start_server, top1
+from helpers_service import (
+    MACAW,
+    V1_SMALL,
+    ServerProcess,
+    image_bytes,
+    metric_value,
+    start_server,
+    top1,
+)
 
 CONFIG = {
     "models": [V1_SMALL],

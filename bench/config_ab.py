@@ -1,0 +1,113 @@
+"""Interleaved A/B of service settings: which configuration serves one model faster on this machine.
+
+    python bench/config_ab.py --concurrency 32 --rounds 3 --duration 6 \\
+        '{"b16": {}, "b4": {"default_batching": {"max_batch_size": 4}}}'
+
+Each named configuration (a JSON object of service settings, merged over "serve only --model") gets
+its own server, and all of them stay up for the whole run; the closed-loop load of `bench/load.py`
+then visits them in turn, round after round, so that noise from other work on the machine spreads
+over all of them alike. Only the server under load uses CPU; the others sit idle. A configuration
+may also name `"_repo"`: a checkout of another commit (e.g. from `git worktree add`) to run the
+service from, which is how a change is compared with the code before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+LOAD = REPO / "bench" / "load.py"
+
+
+def start(name: str, settings: dict[str, Any], model: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    settings = dict(settings)
+    repo = Path(settings.pop("_repo", REPO))
+    config = {"models": [model], "default_model": model, "log_level": "warning", **settings}
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
+    log = (workdir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--config", str(path), "--port", str(port)],
+        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def wait_ready(port: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server on port {port} did not become ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", help='JSON object: {"name": {settings...}, ...}')
+    parser.add_argument("--model", default="mobilenet_v2_1.0_224_tv_int8")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per slice")
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--base-port", type=int, default=8600)
+    args = parser.parse_args()
+    configs: dict[str, dict[str, Any]] = json.loads(args.configs)
+
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as workdir:
+        servers = {
+            name: (args.base_port + i, start(name, settings, args.model, Path(workdir), args.base_port + i))
+            for i, (name, settings) in enumerate(configs.items())
+        }
+        try:
+            for port, _ in servers.values():
+                wait_ready(port)
+            for round_index in range(args.rounds):
+                for name, (port, _) in servers.items():
+                    out = subprocess.run(
+                        [sys.executable, str(LOAD), "--url", f"http://127.0.0.1:{port}/classify",
+                         "--concurrency", str(args.concurrency), "--duration", str(args.duration),
+                         "--warmup", str(args.warmup), "--json"],
+                        capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    point = json.loads(out.stdout)
+                    results[name].append(point)
+                    print(
+                        f"round {round_index} {name}: {point['throughput']:.1f} img/s, "
+                        f"p50 {point['p50_ms']:.2f} ms, p99 {point['p99_ms']:.1f} ms, {point['errors']} errors",
+                        flush=True,
+                    )
+        finally:
+            for _, process in servers.values():
+                process.terminate()
+                process.wait(60)
+    print(f"\nmodel {args.model}, concurrency {args.concurrency}, {args.rounds} x {args.duration} s per configuration")
+    print("| configuration | median img/s | best img/s | median p50 ms | median p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, points in results.items():
+        print(
+            f"| {name} | {statistics.median(p['throughput'] for p in points):.1f} "
+            f"| {max(p['throughput'] for p in points):.1f} | {statistics.median(p['p50_ms'] for p in points):.2f} "
+            f"| {statistics.median(p['p99_ms'] for p in points):.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
