@@ -8,7 +8,8 @@ its own server, and all of them stay up for the whole run; the closed-loop load 
 then visits them in turn, round after round, so that noise from other work on the machine spreads
 over all of them alike. Only the server under load uses CPU; the others sit idle. A configuration
 may also name `"_repo"`: a checkout of another commit (e.g. from `git worktree add`) to run the
-service from, which is how a change is compared with the code before it.
+service from, which is how a change is compared with the code before it, and `"_env"`: extra
+environment variables for its server.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ LOAD = REPO / "bench" / "load.py"
 def start(name: str, settings: dict[str, Any], model: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
     settings = dict(settings)
     repo = Path(settings.pop("_repo", REPO))
+    extra_env = settings.pop("_env", {})
     config = {"models": [model], "default_model": model, "log_level": "warning", **settings}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")} | extra_env
     log = (workdir / f"{name}.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "--config", str(path), "--port", str(port)],
