@@ -104,8 +104,9 @@ class Registry:
         variant = state.variant
         assert variant is not None
         try:
-            session = await asyncio.to_thread(self._open_session, variant)
-            batcher = DynamicBatcher(variant.name, session, self._settings.batching_for(variant.name), self._metrics)
+            batching = self._settings.batching_for(variant.name)
+            session = await asyncio.to_thread(self._open_session, variant, batching.instances or 1)
+            batcher = DynamicBatcher(variant.name, session, batching, self._metrics)
             resolution = variant.native_resolution
             blank = np.zeros((3, resolution, resolution), dtype=np.float32)
             # One run per output set a request can ask for: ONNX Runtime prepares each set on first use.
@@ -118,10 +119,9 @@ class Registry:
         state.status, state.batcher = Status.LOADED, batcher
         self._metrics.model_loaded.labels(variant.name).set(1)
 
-    def _open_session(self, variant: Variant) -> ModelSession:
+    def _open_session(self, variant: Variant, instances: int) -> ModelSession:
         verify_onnx(variant)
         try:
-            instances = self._settings.batching_for(variant.name).instances or 1
             session = ModelSession(variant.onnx_path, self._settings.intra_op_threads, instances)
         except Exception as exc:
             raise StoreError(f"ONNX Runtime cannot load {variant.onnx_path.name}: {exc}") from exc

@@ -241,22 +241,26 @@ def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
     asyncio.run(scenario())
 
 
+def _outcomes_of_three(session: ModelSession, prepares: list[Prepare]) -> list[object]:
+    """The outcome of each of three images queued together into one batch."""
+
+    async def scenario() -> list[object]:
+        config = BatchingConfig(instances=1, max_batch_size=4, max_queue_delay_ms=20)
+        batcher = DynamicBatcher(V1_SMALL, session, config, Metrics())
+        futures = batcher.submit(prepares, (128, ("logits",)), time.perf_counter() + 60)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.drain(1.0)
+        return outcomes
+
+    return asyncio.run(scenario())
+
+
 def test_failed_run_is_isolated_per_item(v1_small_session: ModelSession) -> None:
     """A batch whose run fails is retried image by image, so only the culprit fails."""
     good = _tensors(2)
     poison = np.zeros((4, 128, 128), dtype=np.float32)  # four channels: neither stackable nor runnable
 
-    async def scenario() -> list[object]:
-        config = BatchingConfig(instances=1, max_batch_size=4, max_queue_delay_ms=20)
-        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
-        deadline = time.perf_counter() + 60
-        key = (128, ("logits",))
-        futures = batcher.submit([_ready(good[0]), _ready(poison), _ready(good[1])], key, deadline)
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        await batcher.drain(1.0)
-        return outcomes
-
-    outcomes = asyncio.run(scenario())
+    outcomes = _outcomes_of_three(v1_small_session, [_ready(good[0]), _ready(poison), _ready(good[1])])
     assert isinstance(outcomes[0], tuple) and isinstance(outcomes[2], tuple)
     assert isinstance(outcomes[1], ServiceError) and outcomes[1].status == 500
 
@@ -267,16 +271,6 @@ def test_failed_preparation_fails_only_its_image(v1_small_session: ModelSession)
     def broken() -> tuple[None, np.ndarray]:
         raise ServiceError(400, "the body is not a decodable image", code="bad_image")
 
-    async def scenario() -> list[object]:
-        config = BatchingConfig(instances=1, max_batch_size=4, max_queue_delay_ms=20)
-        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
-        futures = batcher.submit(
-            [_ready(good[0]), broken, _ready(good[1])], (128, ("logits",)), time.perf_counter() + 60
-        )
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        await batcher.drain(1.0)
-        return outcomes
-
-    outcomes = asyncio.run(scenario())
+    outcomes = _outcomes_of_three(v1_small_session, [_ready(good[0]), broken, _ready(good[1])])
     assert isinstance(outcomes[0], tuple) and isinstance(outcomes[2], tuple)
     assert isinstance(outcomes[1], ServiceError) and outcomes[1].status == 400
