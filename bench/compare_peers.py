@@ -7,6 +7,7 @@ table per model plus our ratio to the best peer. Run it from the peers venv (ben
 
     /work/venv-peers/bin/python bench/compare_peers.py            # 2 s warm-up + 10 s per concurrency
     /work/venv-peers/bin/python bench/compare_peers.py --quick    # 1 s + 3 s, to check that all works
+    /work/venv-peers/bin/python bench/compare_peers.py --rounds 3 # every target three times, in turn: medians
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -373,6 +375,20 @@ def benchmark_target(
     return answers, results, None
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a target's rounds at one concurrency: medians of the figures, every round's throughput."""
+    if len(runs) == 1:
+        return {**runs[0], "round_throughputs": [runs[0]["throughput"]]}
+    combined = dict(runs[0])
+    for key in ("throughput", "p50_ms", "p99_ms", "mean_ms", "server_cores", "loadgen_cores", "other_cores"):
+        values = [run[key] for run in runs if run.get(key) is not None]
+        combined[key] = statistics.median(values) if values else None
+    combined["errors"] = sum(run["errors"] for run in runs)
+    combined["attempts"] = sum(run["attempts"] for run in runs)
+    combined["round_throughputs"] = [run["throughput"] for run in runs]
+    return combined
+
+
 def _brief(result: dict[str, Any]) -> str:
     return (
         f"{result['throughput']:.1f} img/s  p50 {_ms(result['p50_ms'])}  p99 {_ms(result['p99_ms'])}  "
@@ -402,33 +418,37 @@ def model_report(variant: str, outcome: dict[str, Any], concurrency: Sequence[in
             "CPU columns: cores busy on average during the run (warm-up included) in the server's processes, "
             "the load generator, and everything else on the machine (other work, VM steal); a high `other` "
             "marks a disturbed row. `runs`: load runs made, a run being repeated while `other` exceeded "
-            f"{max_other:g} cores (the least disturbed is shown)."
+            f"{max_other:g} cores (the least disturbed is kept). With several rounds, each figure is the median "
+            "of the rounds' and `runs` their sum."
         ),
         "",
         (
-            "| target | concurrency | throughput (img/s) | p50 ms | p99 ms | errors "
+            "| target | concurrency | throughput (img/s) | each round (img/s) | p50 ms | p99 ms | errors "
             "| CPU server | CPU load gen | CPU other | runs |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, entry in outcome.items():
         if entry["error"] and not entry["results"]:
-            lines.append(f"| {name} | - | failed: {entry['error']} | | | | | | | |")
+            lines.append(f"| {name} | - | failed: {entry['error']} | | | | | | | | |")
             continue
         for c in concurrency:
             r = entry["results"].get(c)
             if r is None:
-                lines.append(f"| {name} | {c} | failed: {entry['error'] or 'no result'} | | | | | | | |")
+                lines.append(f"| {name} | {c} | failed: {entry['error'] or 'no result'} | | | | | | | | |")
             else:
+                rounds = ", ".join(f"{value:.1f}" for value in r["round_throughputs"])
                 lines.append(
-                    f"| {name} | {c} | {r['throughput']:.1f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['errors']} "
+                    f"| {name} | {c} | {r['throughput']:.1f} | {rounds} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
+                    f"| {r['errors']} "
                     f"| {r['server_cores']:.2f} | {r['loadgen_cores']:.2f} | {r['other_cores']:.2f} | {r['attempts']} |"
                 )
     lines += ["", f"Ours ({PRODUCT}) against the best peer at each concurrency (peers with 0 errors only):", ""]
     lines.append(
-        "| concurrency | ours img/s | best peer img/s | throughput ratio | ours p99 ms | best peer p99 ms | p99 ratio |"
+        "| concurrency | ours img/s | best peer img/s | throughput ratio | ours p50 ms | lowest peer p50 ms "
+        "| p50 ratio | ours p99 ms | lowest peer p99 ms | p99 ratio |"
     )
-    lines.append("| ---: | ---: | --- | ---: | ---: | --- | ---: |")
+    lines.append("| ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | --- | ---: |")
     ours = outcome.get(PRODUCT, {}).get("results", {})
     for c in concurrency:
         peers = [
@@ -436,20 +456,16 @@ def model_report(variant: str, outcome: dict[str, Any], concurrency: Sequence[in
             for name, entry in outcome.items()
             if name != PRODUCT and c in entry["results"] and entry["results"][c]["errors"] == 0
         ]
-        mine = ours.get(c)
+        mine = ours.get(c) or {}
         fastest = max(peers, key=lambda p: p[1]["throughput"], default=None)
-        steadiest = min((p for p in peers if p[1]["p99_ms"] is not None), key=lambda p: p[1]["p99_ms"], default=None)
-        lines.append(
-            "| {c} | {ot} | {bt} | {tr} | {op} | {bp} | {pr} |".format(
-                c=c,
-                ot=f"{mine['throughput']:.1f}" if mine else "-",
-                bt=f"{fastest[1]['throughput']:.1f} ({fastest[0]})" if fastest else "-",
-                tr=_ratio(mine["throughput"] if mine else None, fastest[1]["throughput"] if fastest else None),
-                op=_ms(mine["p99_ms"]) if mine else "-",
-                bp=f"{_ms(steadiest[1]['p99_ms'])} ({steadiest[0]})" if steadiest else "-",
-                pr=_ratio(mine["p99_ms"] if mine else None, steadiest[1]["p99_ms"] if steadiest else None),
-            )
-        )
+        cells = [str(c), f"{mine['throughput']:.1f}" if mine else "-"]
+        cells += [f"{fastest[1]['throughput']:.1f} ({fastest[0]})" if fastest else "-"]
+        cells += [_ratio(mine.get("throughput"), fastest[1]["throughput"] if fastest else None)]
+        for key in ("p50_ms", "p99_ms"):
+            lowest = min((p for p in peers if p[1][key] is not None), key=lambda p: p[1][key], default=None)
+            cells += [_ms(mine.get(key)), f"{_ms(lowest[1][key])} ({lowest[0]})" if lowest else "-"]
+            cells += [_ratio(mine.get(key), lowest[1][key] if lowest else None)]
+        lines.append("| " + " | ".join(cells) + " |")
     agreement = answers_report(outcome)
     if agreement:
         lines += ["", agreement]
@@ -494,6 +510,7 @@ def header(args: argparse.Namespace, config: Config) -> list[str]:
         ),
         (
             f"- load: closed loop, {args.warmup:g} s warm-up + {args.duration:g} s measured per concurrency, "
+            f"{args.rounds} round(s) visiting the targets in turn (a fresh server each), "
             f"images {', '.join(p.name for p in load_images())} posted in turn; the load generator "
             "(bench/load.py, aiohttp) shares the CPUs with the server, equally for every target"
         ),
@@ -525,6 +542,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per concurrency")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per concurrency")
     parser.add_argument("--quick", action="store_true", help="1 s warm-up + 3 s measured: a smoke run")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="visit every target this many times, in turn; the table shows medians and each round's throughput",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     parser.add_argument(
         "--max-other", type=float, default=0.25,
@@ -565,13 +586,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = header(args, config)
     raw: dict[str, Any] = {}
     for variant in args.models:
-        print(f"{variant}:", file=sys.stderr)
         outcome: dict[str, Any] = {}
-        for target in TARGETS:
-            if target.name not in args.targets:
-                continue
-            answers, results, error = benchmark_target(target, variant, args, config)
-            outcome[target.name] = {"answers": answers, "results": results, "error": error}
+        # Rounds visit every target in turn, so a slow spell of the machine spreads over all of them.
+        for round_index in range(args.rounds):
+            print(f"{variant}, round {round_index + 1} of {args.rounds}:", file=sys.stderr)
+            for target in TARGETS:
+                if target.name not in args.targets:
+                    continue
+                answers, results, error = benchmark_target(target, variant, args, config)
+                entry = outcome.setdefault(target.name, {"answers": answers, "runs": {}, "error": None})
+                entry["answers"] = entry["answers"] or answers
+                entry["error"] = entry["error"] or error
+                for concurrency, result in results.items():
+                    entry["runs"].setdefault(concurrency, []).append(result)
+        for entry in outcome.values():
+            entry["results"] = {c: combine(runs) for c, runs in entry["runs"].items()}
         raw[variant] = outcome
         lines += [*model_report(variant, outcome, args.concurrency, args.max_other), ""]
     load = os.getloadavg()

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import BatchingConfig
+from .cpu_affinity import pinner
 from .errors import ServiceError
 from .metrics import Metrics
 from .runtime import ModelSession
@@ -45,7 +46,14 @@ class _Item:
 
 
 class DynamicBatcher:
-    def __init__(self, model: str, session: ModelSession, config: BatchingConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        model: str,
+        session: ModelSession,
+        config: BatchingConfig,
+        metrics: Metrics,
+        cpus: Sequence[int] | None = None,
+    ) -> None:
         self.model = model
         self.config = config
         self._session = session
@@ -58,7 +66,11 @@ class DynamicBatcher:
         self._idle.set()
         self._closing = False
         self._instances = config.instances or 1
-        self._executor = ThreadPoolExecutor(max_workers=self._instances, thread_name_prefix=f"infer-{model}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._instances,
+            thread_name_prefix=f"infer-{model}",
+            initializer=pinner(cpus) if cpus else None,
+        )
 
     def submit(self, prepares: list[Prepare], key: BatchKey, deadline: float) -> list[asyncio.Future[Outcome]]:
         """Queue a request's images together, or refuse them all at once; each future gets one image's outcome."""

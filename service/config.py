@@ -28,7 +28,9 @@ class BatchingConfig(BaseModel):
     # Threads that run this model's batches at the same time (Triton's instance_group count);
     # None: one per core of intra_op_threads.
     instances: int | None = Field(default=None, ge=1, le=64)
-    max_batch_size: int = Field(default=16, ge=1, le=256)
+    # On a CPU an image costs the same in a batch of 1 or 32; batches past 4 only make a queued
+    # image's wait, and so p99, longer (docs/benchmarks.md).
+    max_batch_size: int = Field(default=4, ge=1, le=256)
     # 0: a free instance takes what is queued at once; on a CPU, waiting for a fuller batch leaves a core idle.
     max_queue_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(default=256, ge=1)
@@ -51,6 +53,8 @@ class Settings(BaseSettings):
     models: Annotated[list[str] | None, NoDecode] = None
     # Cores ONNX Runtime may use for one model: a lone batch uses them all, instances side by side share them.
     intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Pin each model's instance k to core k, when the process's CPU set has exactly one core per instance.
+    pin_instances: bool = True
     # Threads that parse V2 request bodies and encode large responses (NPZ, PNG masks), off the event loop.
     codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)

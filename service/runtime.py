@@ -52,7 +52,11 @@ def _open(onnx_path: Path, threads: int) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Spinning intra-op threads would steal the cores the image decoders need between runs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads > 1:
+        # Worker threads spin between a run's operators, since waking a sleeping one per operator costs
+        # about 0.5 ms a run, and stop the moment the run returns, so they never take a core that another
+        # instance or an image decoder needs (docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
