@@ -11,7 +11,6 @@ import numpy as np
 
 from .batching import DynamicBatcher
 from .config import Settings
-from .cpu_affinity import instance_cpus
 from .errors import ServiceError
 from .metrics import Metrics
 from .runtime import TASK_OUTPUTS, ModelSession
@@ -107,8 +106,7 @@ class Registry:
         try:
             batching = self._settings.batching_for(variant.name)
             session = await asyncio.to_thread(self._open_session, variant, batching.instances or 1)
-            cpus = instance_cpus(batching.instances or 1, self._settings.pin_instances)
-            batcher = DynamicBatcher(variant.name, session, batching, self._metrics, cpus)
+            batcher = DynamicBatcher(variant.name, session, batching, self._metrics)
             resolution = variant.native_resolution
             blank = np.zeros((3, resolution, resolution), dtype=np.float32)
             # One run per output set a request can ask for: ONNX Runtime prepares each set on first use.

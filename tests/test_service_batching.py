@@ -211,19 +211,27 @@ def test_instances_run_batches_side_by_side(v1_small_session: ModelSession) -> N
     assert elapsed < 0.55, elapsed
 
 
-def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
-    tensor = _tensors(1)[0]
-    release = threading.Event()
+def _blocking(tensor: np.ndarray) -> tuple[Prepare, threading.Event, threading.Event]:
+    """A Prepare that signals `taken` when an instance starts it, then waits for `release`."""
+    taken, release = threading.Event(), threading.Event()
 
     def blocked() -> tuple[None, np.ndarray]:
+        taken.set()
         release.wait(10)
         return None, tensor
+
+    return blocked, taken, release
+
+
+def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
+    blocked, taken, release = _blocking(_tensors(1)[0])
 
     async def scenario() -> None:
         config = BatchingConfig(instances=1, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=3)
         batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
         key, deadline = (128, ("logits",)), time.perf_counter() + 60
-        running = batcher.submit([blocked], key, deadline)  # taken by the one instance at once
+        running = batcher.submit([blocked], key, deadline)
+        assert await asyncio.to_thread(taken.wait, 10)  # the one instance is busy with it, not queued
         queued = batcher.submit([blocked] * 3, key, deadline)
         with pytest.raises(ServiceError) as caught:
             batcher.submit([blocked], key, deadline)
@@ -239,6 +247,34 @@ def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
         assert closed.value.status == 503
 
     asyncio.run(scenario())
+
+
+def test_retry_after_is_when_the_queue_will_have_drained(v1_small_session: ModelSession) -> None:
+    """Queued images times the recent time per image, over the instances: 6 x 0.4 s on one instance."""
+    tensor = _tensors(1)[0]
+    blocked, taken, release = _blocking(tensor)
+
+    def slow() -> tuple[None, np.ndarray]:
+        time.sleep(0.4)
+        return None, tensor
+
+    async def scenario() -> str:
+        config = BatchingConfig(instances=1, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=6)
+        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, Metrics())
+        key, deadline = (128, ("logits",)), time.perf_counter() + 60
+        await asyncio.gather(*batcher.submit([slow], key, deadline))  # sets the pace
+        running = batcher.submit([blocked], key, deadline)
+        assert await asyncio.to_thread(taken.wait, 10)
+        queued = batcher.submit([blocked] * 6, key, deadline)
+        with pytest.raises(ServiceError) as caught:
+            batcher.submit([blocked], key, deadline)
+        release.set()
+        await asyncio.gather(*running, *queued)
+        await batcher.drain(1.0)
+        assert caught.value.status == 429 and caught.value.headers
+        return caught.value.headers["Retry-After"]
+
+    assert asyncio.run(scenario()) in {"3", "4"}  # 2.4 s and a little for the runs, in whole seconds
 
 
 def _outcomes_of_three(session: ModelSession, prepares: list[Prepare]) -> list[object]:
