@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     models: Annotated[list[str] | None, NoDecode] = None
     # Cores ONNX Runtime may use for one model: a lone batch uses them all, instances side by side share them.
     intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Pin each model's instance k to core k, when the process's CPU set has exactly one core per instance.
+    pin_instances: bool = True
     # Threads that parse V2 request bodies and encode large responses (NPZ, PNG masks), off the event loop.
     codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)

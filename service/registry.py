@@ -11,6 +11,7 @@ import numpy as np
 
 from .batching import DynamicBatcher
 from .config import Settings
+from .cpu_affinity import instance_cpus
 from .errors import ServiceError
 from .metrics import Metrics
 from .runtime import TASK_OUTPUTS, ModelSession
@@ -106,7 +107,8 @@ class Registry:
         try:
             batching = self._settings.batching_for(variant.name)
             session = await asyncio.to_thread(self._open_session, variant, batching.instances or 1)
-            batcher = DynamicBatcher(variant.name, session, batching, self._metrics)
+            cpus = instance_cpus(batching.instances or 1, self._settings.pin_instances)
+            batcher = DynamicBatcher(variant.name, session, batching, self._metrics, cpus)
             resolution = variant.native_resolution
             blank = np.zeros((3, resolution, resolution), dtype=np.float32)
             # One run per output set a request can ask for: ONNX Runtime prepares each set on first use.
