@@ -377,8 +377,6 @@ def benchmark_target(
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from a target's rounds at one concurrency: medians of the figures, every round's throughput."""
-    if len(runs) == 1:
-        return {**runs[0], "round_throughputs": [runs[0]["throughput"]]}
     combined = dict(runs[0])
     for key in ("throughput", "p50_ms", "p99_ms", "mean_ms", "server_cores", "loadgen_cores", "other_cores"):
         values = [run[key] for run in runs if run.get(key) is not None]

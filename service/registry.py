@@ -106,8 +106,9 @@ class Registry:
         assert variant is not None
         try:
             batching = self._settings.batching_for(variant.name)
-            session = await asyncio.to_thread(self._open_session, variant, batching.instances or 1)
-            cpus = instance_cpus(batching.instances or 1, self._settings.pin_instances)
+            instances = batching.instances or 1  # batching_for has resolved it; `or 1` narrows the type
+            session = await asyncio.to_thread(self._open_session, variant, instances)
+            cpus = instance_cpus(instances, self._settings.pin_instances)
             batcher = DynamicBatcher(variant.name, session, batching, self._metrics, cpus)
             resolution = variant.native_resolution
             blank = np.zeros((3, resolution, resolution), dtype=np.float32)
