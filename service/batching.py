@@ -2,7 +2,11 @@
 
 As in Triton, a model has `instances` threads that run batches at the same time, and a batch
 closes when it holds `max_batch_size` images or when its oldest image has waited
-`max_queue_delay_ms`; a free instance then takes it. Images are grouped by (resolution, outputs),
+`max_queue_delay_ms`; a free instance then takes it. While every instance is busy, up to one full
+batch per instance waits in the instances' own queue, so an instance that finishes starts its next
+batch at once instead of waiting for the event loop to hand it one; batches are handed out only
+from the event loop, which receives every outcome first, so finished outputs cannot pile up ahead
+of the responses that carry them. Images are grouped by (resolution, outputs),
 since only those can share a tensor. An instance decodes its batch's images itself, right before
 the run: on a CPU that keeps each image in the cache of the core that runs it and costs no thread
 hand-off between decoding and inference (docs/benchmarks.md has the measurements).
@@ -36,6 +40,8 @@ Prepare = Callable[[], tuple[Any, np.ndarray]]
 Outcome = tuple[Any, list[np.ndarray]]
 # Weight of the newest batch in the running time per image that Retry-After is computed from.
 PACE_WEIGHT = 0.2
+# Full batches that may wait for a busy instance, per instance (docs/benchmarks.md: +2% at concurrency 32).
+QUEUED_BATCHES_PER_INSTANCE = 1
 
 
 @dataclass(eq=False)
@@ -61,7 +67,9 @@ class DynamicBatcher:
         self._session = session
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
-        self._busy = 0
+        # Batches handed to the instances and not finished, in the order handed out: the executor starts
+        # them in that order, so the first `instances` of them are running and the rest are waiting.
+        self._handed_out: list[list[_Item]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -70,6 +78,7 @@ class DynamicBatcher:
         # Recent wall time an instance spends per image (decode and run), for Retry-After; 0 until a batch ran.
         self._seconds_per_image = 0.0
         self._instances = config.instances or 1
+        self._max_handed_out = self._instances * (1 + QUEUED_BATCHES_PER_INSTANCE)
         self._executor = ThreadPoolExecutor(
             max_workers=self._instances,
             thread_name_prefix=f"infer-{model}",
@@ -115,7 +124,7 @@ class DynamicBatcher:
             raise ServiceError(
                 413, f"{count} images exceed the {self.config.max_queue_size} that model {self.model} can queue"
             )
-        if len(self._queue) + count > self.config.max_queue_size:
+        if self._waiting() + count > self.config.max_queue_size:
             raise ServiceError(
                 429,
                 f"model {self.model} has {self.config.max_queue_size} images queued; retry later",
@@ -124,7 +133,7 @@ class DynamicBatcher:
 
     def _retry_after_seconds(self) -> int:
         """When the queue, at the recent pace, will have drained: a refused client's best time to come back."""
-        backlog = len(self._queue) * self._seconds_per_image / self._instances
+        backlog = self._waiting() * self._seconds_per_image / self._instances
         return max(1, math.ceil(backlog + self.config.max_queue_delay_ms / 1000.0))
 
     def _pump(self) -> None:
@@ -133,25 +142,35 @@ class DynamicBatcher:
             self._timer.cancel()
             self._timer = None
         loop = asyncio.get_running_loop()
-        while self._busy < self._instances and self._queue:
+        while len(self._handed_out) < self._max_handed_out and self._queue:
             first = self._queue[0]
             if first.future.done():
                 self._queue.popleft()
                 continue
+            full = self._count(first.key) >= self.config.max_batch_size
+            if len(self._handed_out) >= self._instances and not full:
+                break  # every instance is busy: only a full batch is worth handing out ahead
             close_at = first.enqueued_at + self.config.max_queue_delay_ms / 1000.0
-            if self._count(first.key) < self.config.max_batch_size and time.perf_counter() < close_at:
+            if not full and time.perf_counter() < close_at:
                 self._timer = loop.call_at(loop.time() + close_at - time.perf_counter(), self._pump)
                 break
             batch = self._take(first.key)
             if batch:
-                alone = self._busy == 0
-                self._busy += 1
-                task = loop.create_task(self._run(batch, alone), name=f"batch-{self.model}")
+                alone = not self._handed_out
+                self._handed_out.append(batch)
+                # Handed to the executor now, not when a task first runs: an instance that frees up while
+                # the loop is busy can then start it at once.
+                running = loop.run_in_executor(self._executor, self._prepare_and_infer, batch, alone)
+                task = loop.create_task(self._finish(batch, running), name=f"batch-{self.model}")
                 self._runs.add(task)
                 task.add_done_callback(self._runs.discard)
-        self._metrics.queue_depth.labels(self.model).set(len(self._queue))
-        if not self._queue and self._busy == 0:
+        self._metrics.queue_depth.labels(self.model).set(self._waiting())
+        if not self._queue and not self._handed_out:
             self._idle.set()
+
+    def _waiting(self) -> int:
+        """Images not yet started: those queued and those in batches waiting for a busy instance."""
+        return len(self._queue) + sum(len(batch) for batch in self._handed_out[self._instances :])
 
     def _count(self, key: BatchKey) -> int:
         return sum(1 for item in self._queue if item.key == key)
@@ -174,23 +193,21 @@ class DynamicBatcher:
         self._queue = kept
         return batch
 
-    async def _run(self, batch: list[_Item], alone: bool) -> None:
-        started = time.perf_counter()
-        wait = self._metrics.queue_wait.labels(self.model)
-        for item in batch:
-            wait.observe(started - item.enqueued_at)
+    async def _finish(
+        self, batch: list[_Item], running: asyncio.Future[tuple[list[Outcome | BaseException], float]]
+    ) -> None:
         try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._prepare_and_infer, batch, alone
-            )
+            outcomes, seconds = await running
         except Exception as exc:  # the instance itself broke, not one image: fail the batch, keep serving
             log.exception("model %s: batch of %d failed", self.model, len(batch))
             outcomes = [ServiceError(500, f"inference failed: {exc}", code="inference_failed")] * len(batch)
+            seconds = 0.0
         finally:
-            self._busy -= 1
-        per_image = (time.perf_counter() - started) / len(batch)
-        pace = self._seconds_per_image
-        self._seconds_per_image = per_image if not pace else pace + PACE_WEIGHT * (per_image - pace)
+            self._handed_out = [other for other in self._handed_out if other is not batch]
+        if seconds:
+            per_image = seconds / len(batch)
+            pace = self._seconds_per_image
+            self._seconds_per_image = per_image if not pace else pace + PACE_WEIGHT * (per_image - pace)
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 _fail(item, outcome)
@@ -198,8 +215,13 @@ class DynamicBatcher:
                 item.future.set_result(outcome)
         self._pump()
 
-    def _prepare_and_infer(self, batch: list[_Item], alone: bool) -> list[Outcome | BaseException]:
-        """On an instance thread: decode each image, then run the decoded ones together."""
+    def _prepare_and_infer(self, batch: list[_Item], alone: bool) -> tuple[list[Outcome | BaseException], float]:
+        """On an instance thread: decode each image, then run the decoded ones together; also the seconds it took."""
+        started = time.perf_counter()
+        # Measured here, not when the batch was handed out: a batch may have waited for this instance.
+        wait = self._metrics.queue_wait.labels(self.model)
+        for item in batch:
+            wait.observe(started - item.enqueued_at)
         outcomes: list[Outcome | BaseException | None] = []
         ready: list[tuple[int, Any, np.ndarray]] = []
         for item in batch:
@@ -215,7 +237,7 @@ class DynamicBatcher:
             outcomes.append(None)  # filled in by the run below
         for (index, _, _), outcome in zip(ready, self._infer_isolated(ready, batch[0].key[1], alone), strict=True):
             outcomes[index] = outcome
-        return outcomes  # type: ignore[return-value]  # every None was filled
+        return outcomes, time.perf_counter() - started  # type: ignore[return-value]  # every None was filled
 
     def _infer_isolated(
         self, ready: list[tuple[int, Any, np.ndarray]], outputs: tuple[str, ...], alone: bool

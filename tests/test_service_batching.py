@@ -249,6 +249,42 @@ def test_batcher_refuses_past_its_bound(v1_small_session: ModelSession) -> None:
     asyncio.run(scenario())
 
 
+def test_a_full_batch_waits_for_a_busy_instance_and_starts_without_the_event_loop(
+    v1_small_session: ModelSession,
+) -> None:
+    """One instance, busy: the next full batch is handed out ahead and starts while the loop is blocked."""
+    tensor = _tensors(1)[0]
+    blocked, taken, release = _blocking(tensor)
+    ahead_started = threading.Event()
+
+    def ahead() -> tuple[None, np.ndarray]:
+        ahead_started.set()
+        return None, tensor
+
+    async def scenario() -> tuple[bool, bool, float | None]:
+        config = BatchingConfig(instances=1, max_batch_size=2, max_queue_delay_ms=0, max_queue_size=8)
+        metrics = Metrics()
+        batcher = DynamicBatcher(V1_SMALL, v1_small_session, config, metrics)
+        key, deadline = (128, ("logits",)), time.perf_counter() + 60
+        running = batcher.submit([blocked], key, deadline)
+        assert await asyncio.to_thread(taken.wait, 10)
+        full = batcher.submit([ahead, ahead], key, deadline)
+        partial = batcher.submit([ahead], key, deadline)  # not a full batch: it stays in the loop's queue
+        depth = metrics.registry.get_sample_value("mobilenet_queue_depth", {"model": V1_SMALL})
+        release.set()
+        # The event loop is blocked here, so only the instance itself can start the batch handed out ahead.
+        started_while_blocked = ahead_started.wait(10)
+        await asyncio.gather(*running, *full, *partial)
+        await batcher.drain(1.0)
+        runs = metrics.registry.get_sample_value("mobilenet_batch_size_count", {"model": V1_SMALL})
+        return started_while_blocked, runs == 3, depth
+
+    started_while_blocked, three_runs, depth = asyncio.run(scenario())
+    assert started_while_blocked
+    assert three_runs  # 1, then the full 2 handed out ahead, then the 1 that waited in the queue
+    assert depth == 3  # images not yet started: the two handed out ahead and the one queued
+
+
 def test_retry_after_is_when_the_queue_will_have_drained(v1_small_session: ModelSession) -> None:
     """Queued images times the recent time per image, over the instances: 6 x 0.4 s on one instance."""
     tensor = _tensors(1)[0]
