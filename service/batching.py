@@ -40,7 +40,7 @@ Prepare = Callable[[], tuple[Any, np.ndarray]]
 Outcome = tuple[Any, list[np.ndarray]]
 # Weight of the newest batch in the running time per image that Retry-After is computed from.
 PACE_WEIGHT = 0.2
-# Full batches that may wait for a busy instance, per instance (docs/benchmarks.md: +2% at concurrency 32).
+# Full batches that may wait for a busy instance, per instance (docs/benchmarks.md: +1.4% V1, +2.9% V2 at c=32).
 QUEUED_BATCHES_PER_INSTANCE = 1
 
 
