@@ -19,6 +19,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import ImageResult, Pipeline
 from .registry import ModelState, Registry, Status
 from .responses import JsonResponse
+from .routing import LeanRoute
 from .runtime import TASK_OUTPUTS
 from .schemas import (
     ClassifyResponse,
@@ -31,7 +32,7 @@ from .schemas import (
 )
 from .store import Variant
 
-router = APIRouter()
+router = APIRouter(route_class=LeanRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 429, 503, 504)

@@ -29,12 +29,13 @@ from .api import Context
 from .errors import ServiceError
 from .registry import Served, Status
 from .responses import JsonResponse
+from .routing import LeanRoute
 from .store import Variant
 
 log = logging.getLogger("mobilenet_serve.v2")
 
 
-class ProtocolRoute(APIRoute):
+class ProtocolRoute(LeanRoute):
     """Answers failures with the protocol's error body; the app's handlers would use the REST format."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
