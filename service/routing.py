@@ -42,7 +42,8 @@ class LeanRoute(APIRoute):
                     raw = received.get(field.alias)
                     if raw is None:
                         if field.field_info.is_required():
-                            errors.append({"type": "missing", "loc": (where, field.alias), "msg": "Field required"})
+                            loc = (where, field.alias)
+                            errors.append({"type": "missing", "loc": loc, "msg": "Field required", "input": None})
                         else:
                             values[field.name] = field.default
                         continue
