@@ -52,7 +52,12 @@ class Timeline:
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
-        self.stages: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+        self.stages: dict[str, list[float]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stages measured so far (the warm-up's)."""
+        self.stages = {name: [] for name, _, _ in STAGES}
 
     def mark(self, name: str) -> None:
         self.marks[name] = time.perf_counter()
@@ -163,7 +168,7 @@ def main() -> None:
         time.sleep(0.1)
     port = server.servers[0].sockets[0].getsockname()[1]
     drive(port, args.warmup)
-    timeline.stages = {name: [] for name, _, _ in STAGES}
+    timeline.reset()
     latencies = drive(port, args.requests)
     server.should_exit = True
     thread.join(30)

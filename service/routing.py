@@ -32,23 +32,23 @@ class LeanRoute(APIRoute):
         if endpoint is None or not _takes_only_parameters(dependant, endpoint):
             return super().get_route_handler()
         request_name = dependant.request_param_name
-        sources = (("path", dependant.path_params), ("query", dependant.query_params))
+        # Each field with its error location, built once: the per-request loop only reads and validates.
+        path = [(field, ("path", field.alias)) for field in dependant.path_params]
+        query = [(field, ("query", field.alias)) for field in dependant.query_params]
 
         async def handler(request: Request) -> Response:
             values: dict[str, Any] = {}
             errors: list[Any] = []
-            for where, fields in sources:
-                received = request.path_params if where == "path" else request.query_params
-                for field in fields:
+            for received, fields in ((request.path_params, path), (request.query_params, query)):
+                for field, loc in fields:
                     raw = received.get(field.alias)
                     if raw is None:
                         if field.field_info.is_required():
-                            loc = (where, field.alias)
                             errors.append({"type": "missing", "loc": loc, "msg": "Field required", "input": None})
                         else:
                             values[field.name] = field.default
                         continue
-                    value, problems = field.validate(raw, values, loc=(where, field.alias))
+                    value, problems = field.validate(raw, values, loc=loc)
                     errors.extend(problems)
                     values[field.name] = value
             if errors:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,7 +28,7 @@ from .api import Context
 from .errors import ServiceError
 from .registry import Served, Status
 from .responses import JsonResponse
-from .routing import LeanRoute
+from .routing import Handler, LeanRoute
 from .store import Variant
 
 log = logging.getLogger("mobilenet_serve.v2")
@@ -38,7 +37,7 @@ log = logging.getLogger("mobilenet_serve.v2")
 class ProtocolRoute(LeanRoute):
     """Answers failures with the protocol's error body; the app's handlers would use the REST format."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
 
         async def protocol_handler(request: Request) -> Response:
