@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 
 from model_store.build import tflite_variants
@@ -54,3 +55,16 @@ def test_quantized_sources_stay_small() -> None:
         source_bytes = sum((STORE / "sources" / s).stat().st_size for s in variant.sources)
         onnx_bytes = (STORE / variant.name / "model.onnx").stat().st_size
         assert onnx_bytes < 1.2 * source_bytes, variant.name
+
+
+@pytest.mark.parametrize("manifest_path", MANIFESTS, ids=lambda p: p.parent.name)
+def test_loads_with_uint8_weights(manifest_path: Path) -> None:
+    """Every model opens with the option the service sets on x86 CPUs without VNNI (service/runtime.py).
+
+    Checked on every CPU: a VNNI machine would never set the option, yet a model that breaks it (two weights
+    sharing one zero point did, in onnxruntime 1.32) would fail to load on the machines that need it.
+    """
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    path = manifest_path.parent / json.loads(manifest_path.read_text()).get("onnx", "model.onnx")
+    ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

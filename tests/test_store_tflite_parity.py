@@ -8,6 +8,7 @@ the two runtimes round when they requantize.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from model_store.build import tflite_variants
+from service.runtime import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "model_store"
@@ -49,7 +51,8 @@ def tflite_input(path: Path, size: int, crop_fraction: float) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def session(name: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(STORE / name / "model.onnx"), providers=["CPUExecutionProvider"])
+    """The session the service would run, so that the model is checked with the kernels it is served on."""
+    return open_session(STORE / name / "model.onnx", os.cpu_count() or 1)
 
 
 class Reference:

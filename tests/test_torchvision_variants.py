@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from functools import cache
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image
 
 from model_store.build.manifest import sha256_of
 from model_store.build.reference_preprocess import torchvision_reference
+from service.runtime import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "model_store"
@@ -55,7 +57,8 @@ INT8_MIN_CHANNEL_MEAN_COSINE = 0.95
 
 @cache
 def session(variant: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(STORE / variant / "model.onnx"), providers=["CPUExecutionProvider"])
+    """The session the service would run, so that the model is checked with the kernels it is served on."""
+    return open_session(STORE / variant / "model.onnx", os.cpu_count() or 1)
 
 
 @cache

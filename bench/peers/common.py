@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ def load_session(variant_dir: Path | str, threads: int | None = None) -> Model:
     labels = tuple((variant_dir / manifest.get("labels", "labels.txt")).read_text().splitlines())
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads if threads is not None else intra_op_threads()
+    if u8s8_saturates():
+        # The service's setting on this CPU (service/runtime.py), so that every target computes the same numbers.
+        options.add_session_config_entry("session.x64quantprecision", "1")
     spinning = os.environ.get(SPINNING_ENV)
     if spinning is not None:
         # ORT's intra-op threads spin after each run by default; "0" frees those cores for the framework.
@@ -79,6 +83,19 @@ def load_session(variant_dir: Path | str, threads: int | None = None) -> Model:
         str(variant_dir / manifest.get("onnx", "model.onnx")), sess_options=options, providers=["CPUExecutionProvider"]
     )
     return Model(manifest["name"], session, manifest, labels, int(manifest["native_resolution"]))
+
+
+def u8s8_saturates() -> bool:
+    """An x86 CPU without VNNI, where ONNX Runtime's uint8 x int8 kernels saturate (as service/runtime.py)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    lines = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
+    flags = {flag for line in lines for flag in line.partition(":")[2].split()}
+    return not flags & {"avx512_vnni", "avx_vnni"}
 
 
 def preprocess(data: bytes, manifest: dict[str, Any]) -> np.ndarray:

@@ -76,6 +76,12 @@ class OnnxBuilder:
             self._consts[key] = name
         return self._consts[key]
 
+    def unique_const(self, array: np.ndarray, hint: str) -> str:
+        """An initializer of its own, never shared with an equal one."""
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
     def node(self, op_type: str, inputs: list[str], hint: str, **attrs) -> str:
         out = self.name(hint)
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
@@ -105,7 +111,10 @@ class OnnxBuilder:
         per_channel = quant.scale.size > 1
         scale = self.const(quant.scale if per_channel else np.float32(quant.scale[0]), f"{hint}_scale")
         zeros = zeros.astype(data.dtype)
-        zero = self.const(zeros if per_channel else np.array(zeros[0], dtype=data.dtype), f"{hint}_zero")
+        # Each weight has its own zero point: on x86 CPUs without VNNI the service asks ONNX Runtime to turn int8
+        # weights into uint8 (`session.x64quantprecision`), which rewrites every weight's zero point and fails
+        # on one that several weights share ("Attempt to replace the existing tensor", onnxruntime 1.32).
+        zero = self.unique_const(zeros if per_channel else np.array(zeros[0], dtype=data.dtype), f"{hint}_zero")
         attrs = {"axis": axis} if per_channel else {}
         return self.node("DequantizeLinear", [weight, scale, zero], f"{hint}_w", **attrs)
 
