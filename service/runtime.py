@@ -13,6 +13,9 @@ import onnxruntime as ort
 log = logging.getLogger("mobilenet_serve.runtime")
 
 INPUT_NAME = "image"
+# ONNX Runtime's session config key that runs int8 weights as uint8 (kOrtSessionOptionsAvx2PrecisionMode).
+UINT8_WEIGHTS_OPTION = "session.x64quantprecision"
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 
 # Each task asks ONNX Runtime for exactly these outputs (model_store/README.md names them).
 TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -68,12 +71,9 @@ def open_session(onnx_path: Path, threads: int) -> ort.InferenceSession:
         # ONNX Runtime's own remedy: its int8 weights become uint8 (the same values, shifted with their zero
         # point) so that MLAS multiplies uint8 by uint8, which cannot saturate. Slower, but without it the int8
         # MobileNetV2's logits fell to a cosine of 0.85-0.98 against torch on an AVX2 CPU (docs/benchmarks.md).
-        options.add_session_config_entry("session.x64quantprecision", "1")
+        options.add_session_config_entry(UINT8_WEIGHTS_OPTION, "1")
     options.log_severity_level = 3
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 
 
 @cache

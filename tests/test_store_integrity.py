@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from model_store.build import tflite_variants
+from service.runtime import UINT8_WEIGHTS_OPTION
 
 STORE = Path(__file__).resolve().parent.parent / "model_store"
 MANIFESTS = sorted(STORE.glob("*/manifest.json"))
@@ -65,6 +66,6 @@ def test_loads_with_uint8_weights(manifest_path: Path) -> None:
     sharing one zero point did, in onnxruntime 1.32) would fail to load on the machines that need it.
     """
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.x64quantprecision", "1")
+    options.add_session_config_entry(UINT8_WEIGHTS_OPTION, "1")
     path = manifest_path.parent / json.loads(manifest_path.read_text()).get("onnx", "model.onnx")
     ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

@@ -71,9 +71,7 @@ class OnnxBuilder:
     def const(self, array: np.ndarray, hint: str) -> str:
         key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self._consts:
-            name = self.name(hint)
-            self.initializers.append(numpy_helper.from_array(array, name))
-            self._consts[key] = name
+            self._consts[key] = self.unique_const(array, hint)
         return self._consts[key]
 
     def unique_const(self, array: np.ndarray, hint: str) -> str:
