@@ -67,5 +67,5 @@ def test_loads_with_uint8_weights(manifest_path: Path) -> None:
     """
     options = ort.SessionOptions()
     options.add_session_config_entry(UINT8_WEIGHTS_OPTION, "1")
-    path = manifest_path.parent / json.loads(manifest_path.read_text()).get("onnx", "model.onnx")
+    path = manifest_path.parent / json.loads(manifest_path.read_text())["onnx"]
     ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
