@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,11 @@ import httpx
 from load import MULTIPART_PREFIX, RAW, Image, load_images  # bench/load.py: a script's own directory is importable
 
 REPO = Path(__file__).resolve().parent.parent
+# tests/harness.py's free port, as the tests take it; it imports nothing the peers' venv lacks.
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import free_port  # noqa: E402
+
 PEERS_DIR = REPO / "bench" / "peers"
 LOAD_SCRIPT = REPO / "bench" / "load.py"
 STORE = REPO / "model_store"
@@ -199,12 +203,6 @@ class Server:
             self.proc.kill()
         self.proc.wait()
         self._log.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def launch(target: Target, variant: str, port: int, config: Config) -> Server:

@@ -16,47 +16,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 LOAD = REPO / "bench" / "load.py"
+# tests/harness.py starts the servers and waits for them, as it does for the tests.
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import ServerProcess, start_server, wait_until_ready  # noqa: E402
 
 
-def start(name: str, settings: dict[str, Any], model: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start(name: str, settings: dict[str, Any], model: str, workdir: Path, port: int) -> ServerProcess:
+    """The server for one configuration, not yet ready: all of them load their models at once."""
     settings = dict(settings)
     repo = Path(settings.pop("_repo", REPO))
     extra_env = settings.pop("_env", {})
     config = {"models": [model], "default_model": model, "log_level": "warning", **settings}
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")} | extra_env
-    log = (workdir / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--config", str(path), "--port", str(port)],
-        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-
-def wait_ready(port: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the server on port {port} did not become ready")
+    # store=None: a checkout given as "_repo" serves its own model_store/.
+    return start_server(workdir / name, config, env=extra_env, wait_ready=False, store=None, repo=repo, port=port)
 
 
 def main() -> int:
@@ -78,8 +60,8 @@ def main() -> int:
             for i, (name, settings) in enumerate(configs.items())
         }
         try:
-            for port, _ in servers.values():
-                wait_ready(port)
+            for _, server in servers.values():
+                wait_until_ready(server, timeout=180.0)
             for round_index in range(args.rounds):
                 for name, (port, _) in servers.items():
                     out = subprocess.run(
@@ -96,9 +78,8 @@ def main() -> int:
                         flush=True,
                     )
         finally:
-            for _, process in servers.values():
-                process.terminate()
-                process.wait(60)
+            for _, server in servers.values():
+                server.stop(timeout=60.0)
     print(f"\nmodel {args.model}, concurrency {args.concurrency}, {args.rounds} x {args.duration} s per configuration")
     print("| configuration | median img/s | best img/s | median p50 ms | median p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: |")

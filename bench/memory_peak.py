@@ -14,25 +14,62 @@ must cover.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "tests" / "data" / "images" / "cat_720p.jpg"
+# tests/harness.py starts the server and waits for it, as it does for the tests.
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import ServerProcess, start_server  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def measure(server: ServerProcess, concurrency: int, requests: int) -> None:
+    url = server.url
+    process = psutil.Process(server.process.pid)
+    idle = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    listing = httpx.get(url + "/v1/models", timeout=10).json()["models"]
+    models = [(m["name"], m["manifest"]["tasks"]) for m in listing if m["loaded"]]
+    body = IMAGE.read_bytes()
+
+    def client(name: str, tasks: list[str]) -> None:
+        endpoint = "/segment" if "segment" in tasks else "/classify"
+        with httpx.Client(base_url=url, timeout=300) as http:
+            for _ in range(requests):
+                response = http.post(
+                    endpoint, params={"model": name}, content=body, headers={"Content-Type": "image/jpeg"}
+                )
+                response.raise_for_status()
+
+    for name, tasks in models:
+        clients = [threading.Thread(target=client, args=(name, tasks)) for _ in range(concurrency)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+    done.set()
+    sampler.join()
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"models: {len(models)} ({', '.join(name for name, _ in models)})")
+    print(f"RSS idle {idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
 
 
 def main() -> int:
@@ -42,63 +79,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=6, help="requests per client and model")
     args = parser.parse_args()
 
-    port = free_port()
-    argv = [sys.executable, "-m", "service.cli", "--port", str(port), "--log-level", "warning"]
-    if args.config:
-        argv += ["--config", str(args.config)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
-    server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("the server did not become ready")
-        process = psutil.Process(server.pid)
-        idle = peak = process.memory_info().rss
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, process.memory_info().rss)
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        listing = httpx.get(url + "/v1/models", timeout=10).json()["models"]
-        models = [(m["name"], m["manifest"]["tasks"]) for m in listing if m["loaded"]]
-        body = IMAGE.read_bytes()
-
-        def client(name: str, tasks: list[str]) -> None:
-            endpoint = "/segment" if "segment" in tasks else "/classify"
-            with httpx.Client(base_url=url, timeout=300) as http:
-                for _ in range(args.requests):
-                    response = http.post(
-                        endpoint, params={"model": name}, content=body, headers={"Content-Type": "image/jpeg"}
-                    )
-                    response.raise_for_status()
-
-        for name, tasks in models:
-            clients = [threading.Thread(target=client, args=(name, tasks)) for _ in range(args.concurrency)]
-            for thread in clients:
-                thread.start()
-            for thread in clients:
-                thread.join()
-        done.set()
-        sampler.join()
-        print(f"command: python {' '.join(sys.argv)}")
-        print(f"models: {len(models)} ({', '.join(name for name, _ in models)})")
-        print(f"RSS idle {idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
-    finally:
-        server.terminate()
-        server.wait(60)
+    config = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
+    with tempfile.TemporaryDirectory(prefix="memory-peak-") as workdir:
+        # store=None: the store the file names, if any, else the bundled one, as the file alone would give.
+        server = start_server(Path(workdir), {**config, "log_level": "warning"}, timeout=180, store=None)
+        try:
+            measure(server, args.concurrency, args.requests)
+        finally:
+            server.stop(timeout=60.0)
     return 0
 
 

@@ -27,7 +27,7 @@ import uvicorn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service import api, batching, middleware, pipeline  # noqa: E402
+from service import batcher, core, instance, middleware, rest  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
 
@@ -103,35 +103,35 @@ def instrument(timeline: Timeline) -> None:
             timeline.close_request()
 
     middleware.ObservabilityMiddleware.__call__ = observed  # type: ignore[method-assign]
-    run_stage = api._run
+    serve = rest._serve
 
-    async def endpoint_started(*args: Any) -> Any:
+    async def endpoint_started(*args: Any, **kwargs: Any) -> Any:
         mark("endpoint")
-        return await run_stage(*args)
+        return await serve(*args, **kwargs)
 
-    api._run = endpoint_started  # type: ignore[assignment]
-    after_async(api, "read_images", "body")
-    before(batching.DynamicBatcher, "submit", "submitted")
-    before(batching.DynamicBatcher, "_infer", "prepared")
-    before(api, "JsonResponse", "encoded")
-    after_async(pipeline.Pipeline, "_through_batcher", "outcome")
-    prepare_and_infer = batching.DynamicBatcher._prepare_and_infer
+    rest._serve = endpoint_started  # type: ignore[assignment]
+    after_async(rest, "read_images", "body")
+    before(batcher.Batcher, "submit", "submitted")
+    before(instance.ModelInstances, "_infer", "prepared")
+    after_async(core.Core, "run", "outcome")
+    after_async(core.Core, "answer", "encoded")
+    run_on_instance = instance.ModelInstances._run
 
     def on_instance(self: Any, batch: Any, alone: bool) -> Any:
         mark("instance")
-        result = prepare_and_infer(self, batch, alone)
+        result = run_on_instance(self, batch, alone)
         mark("inferred")
         return result
 
-    batching.DynamicBatcher._prepare_and_infer = on_instance  # type: ignore[method-assign]
-    finish = batching.DynamicBatcher._finish
+    instance.ModelInstances._run = on_instance  # type: ignore[method-assign]
+    finish = batcher.Batcher._finish
 
     async def loop_woke(self: Any, batch: Any, running: Any) -> None:
         await asyncio.wait([running])
         mark("loop")
         await finish(self, batch, running)
 
-    batching.DynamicBatcher._finish = loop_woke  # type: ignore[method-assign]
+    batcher.Batcher._finish = loop_woke  # type: ignore[method-assign]
 
 
 def drive(port: int, requests: int) -> list[float]:
@@ -164,7 +164,7 @@ def main() -> None:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not (server.started and app.state.context.registry.ready):
+    while not (server.started and app.state.core.registry.ready):
         time.sleep(0.1)
     port = server.servers[0].sockets[0].getsockname()[1]
     drive(port, args.warmup)

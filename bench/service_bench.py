@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,18 +32,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# tests/harness.py starts and stops the servers, as it does for the tests.
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import ServerProcess, start_server  # noqa: E402
 
 from service.config import PREFERRED_DEFAULT_MODEL  # noqa: E402
+from service.instance import ModelSession  # noqa: E402
 from service.postprocess import top_k  # noqa: E402
 from service.preprocess import prepare  # noqa: E402
-from service.runtime import TASK_OUTPUTS, ModelSession  # noqa: E402
 from service.store import parse_variant  # noqa: E402
+from service.tasks import TASKS  # noqa: E402
 
 STORE = REPO / "model_store"
 IMAGES = sorted((REPO / "tests" / "data" / "images").glob("*.jpg"))
@@ -140,7 +142,7 @@ class Baseline:
         self.session = ModelSession(self.variant.onnx_path, threads, instances)
         self.instances = instances
         self.pool = ThreadPoolExecutor(max_workers=instances)
-        self.outputs = TASK_OUTPUTS["classify"]
+        self.outputs = TASKS["classify"].outputs
         self.bodies = [path.read_bytes() for path in IMAGES]
 
     def _prepare(self, data: bytes) -> np.ndarray:
@@ -178,15 +180,7 @@ class Baseline:
 # --- the service -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(
-    workdir: Path, model: str, batching: dict[str, float], threads: int
-) -> tuple[subprocess.Popen[bytes], int]:
+def serve_model(workdir: Path, model: str, batching: dict[str, float], threads: int) -> ServerProcess:
     config = {
         "models": [model],
         "default_model": model,
@@ -195,27 +189,7 @@ def start_server(
         "default_batching": {"max_queue_size": 1024, "timeout_ms": 60_000, **batching},
     }
     name = "off" if batching.get("max_batch_size") == 1 else "on"
-    path = workdir / f"bench-{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILENET_")}
-    log = (workdir / f"server-{name}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--port", str(port), "--config", str(path)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {Path(log.name).read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready")
+    return start_server(workdir / f"batching-{name}", config, timeout=120)
 
 
 class Connection:
@@ -374,10 +348,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         servers = {
-            ON: start_server(Path(workdir), args.model, batching_on, args.threads),
-            OFF: start_server(Path(workdir), args.model, {"max_batch_size": 1}, args.threads),
+            ON: serve_model(Path(workdir), args.model, batching_on, args.threads),
+            OFF: serve_model(Path(workdir), args.model, {"max_batch_size": 1}, args.threads),
         }
-        meter = CpuMeter([process.pid for process, _ in servers.values()])
+        meter = CpuMeter([server.process.pid for server in servers.values()])
         baseline = Baseline(args.model, args.threads, args.instances or args.threads)
         try:
             for round_index in range(args.rounds):
@@ -387,7 +361,7 @@ def main() -> None:
                             continue  # batch 1 in process does not depend on the concurrency
                         meter.start()
                         if setup in servers:
-                            measured = measure_service(servers[setup][1], args.model, c, slice_seconds, args.warmup)
+                            measured = measure_service(servers[setup].port, args.model, c, slice_seconds, args.warmup)
                         else:
                             measured = baseline.measure(c, slice_seconds, batched=setup == BASE_BATCH)
                         measured.background_cores = meter.others()
@@ -400,9 +374,8 @@ def main() -> None:
                         )
         finally:
             baseline.pool.shutdown()
-            for process, _ in servers.values():
-                process.send_signal(signal.SIGTERM)
-                process.wait(30)
+            for server in servers.values():
+                server.stop(signal.SIGTERM)
 
     points = [merge(setup, c, parts) for (setup, c), parts in slices.items()]
     single = next(p for p in points if p.setup == BASE_ONE)

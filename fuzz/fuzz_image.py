@@ -3,7 +3,7 @@
     python fuzz/fuzz_image.py --seconds 60 [--workdir DIR]
 
 The first input byte picks the target: even -> the bytes are an image for `preprocess.prepare` under both crop
-modes the store uses; odd -> the bytes are a multipart/form-data body read by `inputs.read_images` through a
+modes the store uses; odd -> the bytes are a multipart/form-data body read by `rest.read_images` through a
 real Starlette request. A ServiceError below 500 is the documented answer to bad input; any other exception,
 a 5xx ServiceError, or a wrong-shaped tensor is a finding, and atheris stops and writes the input under
 --workdir as crash-*. Seeds: tests/data/images and tests/data/nasty. libFuzzer's final `DONE` line gives executions
@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 with atheris.instrument_imports():
-    from service import inputs, preprocess
+    from service import preprocess, rest
     from service.errors import ServiceError
     from service.store import parse_variant
 
@@ -69,7 +69,7 @@ async def _read_multipart(body: bytes) -> list[bytes]:
         # is in the server.
         "app": None,
     }
-    return await inputs.read_images(Request(scope, receive), max_images=8)
+    return await rest.read_images(Request(scope, receive), max_images=8)
 
 
 def _check_multipart(body: bytes) -> None:

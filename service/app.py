@@ -1,4 +1,4 @@
-"""The app factory: wires settings, registry, pipeline, metrics, middleware and routes together."""
+"""The app factory: wires settings, registry, core, metrics, middleware, error handlers and routes together."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import __version__
-from .api import Context, router
+from . import __version__, rest, rest_status, v2
 from .config import Settings
-from .errors import install_error_handlers
+from .core import Core
+from .errors import ErrorFormats, install_error_handlers
 from .metrics import Metrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
-from .pipeline import Pipeline
 from .registry import Registry
 from .store_watch import StoreWatch
-from .v2_protocol import router as v2_router
 
 log = logging.getLogger("mobilenet_serve.app")
 
@@ -32,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     registry = Registry(settings, metrics)
-    pipeline = Pipeline(settings.codec_threads, settings.max_image_pixels, metrics)
+    core = Core(settings, registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,17 +49,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     task.cancel()
             await asyncio.gather(loading, watching, return_exceptions=True)
             await registry.close(settings.shutdown_grace_seconds)
-            pipeline.close()
+            core.close()
             log.info("shut down")
 
     app = FastAPI(title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.context = Context(settings, registry, pipeline, metrics)
-    app.include_router(router)
-    app.include_router(v2_router)
-    install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.state.core = core
+    app.state.metrics = metrics
+    for router in (rest.router, rest_status.router, v2.router):
+        app.include_router(router)
+    formats = ErrorFormats()
+    formats.register(v2.PREFIX, v2.ERRORS)
+    install_error_handlers(app, formats)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, formats=formats)
     if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), formats=formats)
     known_paths = frozenset(route.path for route in app.routes if hasattr(route, "path"))
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, known_paths=known_paths)
     return app

@@ -28,10 +28,11 @@ class BatchingConfig(BaseModel):
     # Threads that run this model's batches at the same time (Triton's instance_group count);
     # None: one per core of intra_op_threads.
     instances: int | None = Field(default=None, ge=1, le=64)
-    # On a CPU an image costs the same in a batch of 1 or 32; batches past 4 only make a queued
-    # image's wait, and so p99, longer (docs/benchmarks.md).
+    # On a CPU an image costs about the same in a batch of 1 or 32, so bigger batches only make a queued
+    # image's wait, and so p99, longer (docs/benchmarks.md, "Batches of at most 4").
     max_batch_size: int = Field(default=4, ge=1, le=256)
-    # 0: a free instance takes what is queued at once; on a CPU, waiting for a fuller batch leaves a core idle.
+    # 0: a free instance takes what is queued at once; on a CPU, waiting for a fuller batch leaves a core idle
+    # (docs/benchmarks.md, "No queue delay").
     max_queue_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(default=256, ge=1)
     timeout_ms: float = Field(default=10_000.0, gt=0.0)

@@ -1,8 +1,8 @@
 """Pin a model's instance threads to cores of their own, when the process owns exactly that many.
 
 Two instances that each decode and run their batches stay on their core and keep its caches warm
-instead of being moved between cores; bench/config_ab.py measured 1.6-3% more images per second on
-the 2-core machine (docs/benchmarks.md). Pinning is only safe when the process's CPU set is its own:
+instead of being moved between cores, which serves more images per second (docs/benchmarks.md,
+"Pinning"). Pinning is only safe when the process's CPU set is its own:
 a container limited by a CPU quota still sees every core of the node, and pinning every replica to
 the node's first cores would stack them there, so then nothing is pinned.
 """

@@ -12,9 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ServiceError
+from .errors import ErrorFormats, ServiceError
 from .metrics import Metrics
-from .v2_codec import error_response_for
 
 access_log = logging.getLogger("mobilenet_serve.access")
 
@@ -67,21 +66,21 @@ class ObservabilityMiddleware:
 class ApiKeyMiddleware:
     """When an API key is configured, every path but health, readiness and metrics needs it."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, formats: ErrorFormats) -> None:
         self.app = app
         self.api_key = api_key.encode()
+        self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED_PATHS or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = error_response_for(
-            scope["path"],
+        error = ServiceError(
             401,
             "missing or wrong API key; send it as X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
-        await response(scope, receive, send)
+        await self.formats.response(scope["path"], error)(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -99,9 +98,10 @@ class ApiKeyMiddleware:
 class BodyLimitMiddleware:
     """413 for bodies over the limit, whether declared by Content-Length or streamed chunked."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, formats: ErrorFormats) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,8 +128,8 @@ class BodyLimitMiddleware:
         return f"request body exceeds the limit of {self.max_body_bytes} bytes"
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response_for(scope["path"], 413, self._message(), headers={"Connection": "close"})
-        await response(scope, receive, send)
+        error = ServiceError(413, self._message(), headers={"Connection": "close"})
+        await self.formats.response(scope["path"], error)(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -1,4 +1,4 @@
-"""Turn raw model outputs into answers: top-k classes, unit embeddings, .npz features, regions, PNG masks."""
+"""Model outputs to answers: softmax, top-k, unit vectors, .npz features, regions and PNG masks of a class map."""
 
 from __future__ import annotations
 
@@ -25,11 +25,17 @@ class Region:
     area: int
 
 
-def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class ids and softmax probabilities of the k best classes, best first."""
-    shifted = logits.astype(np.float64) - np.max(logits)
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along `axis`, computed in float64 so that scores near 1 keep their last digits."""
+    shifted = logits.astype(np.float64) - logits.max(axis=axis, keepdims=True)
     probs = np.exp(shifted)
-    probs /= probs.sum()
+    probs /= probs.sum(axis=axis, keepdims=True)
+    return probs
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and softmax probabilities of the k best classes of one image, best first."""
+    probs = softmax(logits)
     k = min(k, probs.shape[0])
     ids = np.argpartition(-probs, k - 1)[:k] if k < probs.shape[0] else np.arange(probs.shape[0])
     ids = ids[np.argsort(-probs[ids], kind="stable")]
@@ -48,65 +54,41 @@ def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def class_probabilities(seg_logits: np.ndarray) -> np.ndarray:
-    """Softmax over the class axis of [C, H, W] logits."""
-    shifted = seg_logits - seg_logits.max(axis=0, keepdims=True)
-    probs = np.exp(shifted, dtype=np.float32)
-    probs /= probs.sum(axis=0, keepdims=True)
-    return probs
-
-
-def mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a [H, W] class-id mask to (width, height)."""
-    if (mask.shape[1], mask.shape[0]) == size:
-        return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.Resampling.NEAREST))
+def resized_nearest(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a [H, W] class-id mask or probability map to (width, height)."""
+    if (plane.shape[1], plane.shape[0]) == size:
+        return plane
+    source = plane.astype(np.float32 if plane.dtype.kind == "f" else np.uint8)
+    return np.asarray(Image.fromarray(source).resize(size, Image.Resampling.NEAREST))
 
 
 def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float = MIN_REGION_FRACTION) -> list[Region]:
     """Connected regions of each non-background class, as boxes in the original image of `size`."""
-    probs = class_probabilities(seg_logits)
-    small_mask = probs.argmax(axis=0).astype(np.uint8)
-    mask = mask_at(small_mask, size)
+    probs = softmax(seg_logits, axis=0).astype(np.float32)
+    mask = resized_nearest(probs.argmax(axis=0).astype(np.uint8), size)
     min_area = max(1, int(np.ceil(min_fraction * size[0] * size[1])))
     found: list[Region] = []
     for class_id in np.unique(mask):
         if class_id == BACKGROUND_CLASS:
             continue
         labels, count = ndimage.label(mask == class_id, structure=_CONNECTIVITY)
-        if count == 0:
-            continue
         areas = np.bincount(labels.ravel(), minlength=count + 1)
         keep = [label for label in range(1, count + 1) if areas[label] >= min_area]
         if not keep:
             continue
-        class_prob = mask_prob_at(probs[class_id], size)
-        means = ndimage.mean(class_prob, labels, keep)
+        means = ndimage.mean(resized_nearest(probs[class_id], size), labels, keep)
         slices = ndimage.find_objects(labels)
         for label, mean in zip(keep, means, strict=True):
             rows, cols = slices[label - 1]
-            found.append(
-                Region(
-                    class_id=int(class_id),
-                    score=float(mean),
-                    box=(int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)),
-                    area=int(areas[label]),
-                )
-            )
+            box = (int(cols.start), int(rows.start), int(cols.stop), int(rows.stop))
+            found.append(Region(int(class_id), float(mean), box, int(areas[label])))
     found.sort(key=lambda region: region.score, reverse=True)
     return found
 
 
-def mask_prob_at(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of one class's [H, W] probability map, so it lines up with the mask."""
-    if (prob.shape[1], prob.shape[0]) == size:
-        return prob
-    return np.asarray(Image.fromarray(prob.astype(np.float32)).resize(size, Image.Resampling.NEAREST))
-
-
 def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:
     """The argmax class mask at the original size, as a palette PNG whose pixel values are class ids."""
-    mask = mask_at(seg_logits.argmax(axis=0).astype(np.uint8), size)
+    mask = resized_nearest(seg_logits.argmax(axis=0).astype(np.uint8), size)
     image = Image.fromarray(np.ascontiguousarray(mask))
     # putpalette turns the "L" image into "P" with the same pixel values, so they stay class ids.
     image.putpalette(VOC_PALETTE)

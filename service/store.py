@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .tasks import MANIFEST_TASKS
+
 log = logging.getLogger("mobilenet_serve.store")
 
 # Directories of the store that hold no variant (see model_store/README.md).
 NON_VARIANT_DIRS = {"sources", "build", "__pycache__"}
 CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none"}
-KNOWN_TASKS = {"classify", "embed", "backbone", "segment"}
 
 
 class StoreError(Exception):
@@ -36,8 +37,6 @@ class PreprocessSpec:
 class Variant:
     name: str
     directory: Path
-    family: str
-    precision: str
     native_resolution: int
     resolutions: tuple[int, ...]
     tasks: frozenset[str]
@@ -115,8 +114,8 @@ def _variant_from_manifest(directory: Path, manifest: dict[str, Any]) -> Variant
     if not 0.0 < spec.crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction {spec.crop_fraction} outside (0, 1]")
     tasks = frozenset(manifest["tasks"])
-    if not tasks or not tasks <= KNOWN_TASKS:
-        raise ValueError(f"tasks {sorted(tasks)} are not a subset of {sorted(KNOWN_TASKS)}")
+    if not tasks or not tasks <= MANIFEST_TASKS:
+        raise ValueError(f"tasks {sorted(tasks)} are not a subset of {sorted(MANIFEST_TASKS)}")
     resolutions = tuple(sorted(int(r) for r in manifest["resolutions"]))
     native = int(manifest["native_resolution"])
     if native not in resolutions:
@@ -132,8 +131,6 @@ def _variant_from_manifest(directory: Path, manifest: dict[str, Any]) -> Variant
     return Variant(
         name=manifest["name"],
         directory=directory,
-        family=str(manifest["family"]),
-        precision=str(manifest["precision"]),
         native_resolution=native,
         resolutions=resolutions,
         tasks=tasks,

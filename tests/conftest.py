@@ -1,20 +1,22 @@
-"""Shared fixtures: one real server (uvicorn in a subprocess) for the service tests of the whole session."""
+"""The one real server (uvicorn in a subprocess) that the HTTP tests of the whole session share.
+
+Tests that need other settings start a server of their own with harness.start_server().
+"""
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from helpers_service import DEEPLAB, TV_FP32, TV_INT8, V1, ServerProcess, start_server
+from harness import ServerProcess, running_server
+from support import DEEPLAB, TV_FP32, TV_INT8, V1
 
 # Only what the tests need, so start-up stays quick on two cores.
 SERVER_MODELS = [TV_FP32, TV_INT8, V1, DEEPLAB]
-SERVER_MAX_BODY_BYTES = 4 * 1024 * 1024
 SERVER_CONFIG = {
     "models": SERVER_MODELS,
-    "max_body_bytes": SERVER_MAX_BODY_BYTES,
+    "max_body_bytes": 4 * 1024 * 1024,
     "max_image_pixels": 30_000_000,
     "intra_op_threads": 2,
     "default_batching": {"max_batch_size": 8, "max_queue_delay_ms": 20, "max_queue_size": 128, "timeout_ms": 60_000},
@@ -23,9 +25,8 @@ SERVER_CONFIG = {
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("server"), SERVER_CONFIG)
-    yield process
-    process.stop(signal.SIGTERM)
+    with running_server(tmp_path_factory.mktemp("server"), SERVER_CONFIG) as process:
+        yield process
 
 
 @pytest.fixture()

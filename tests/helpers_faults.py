@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from helpers_service import STORE, V1_SMALL
 from onnx import TensorProto, helper, numpy_helper
+from support import STORE, V1_SMALL
 
 FIXTURE = "fixture_failing_classifier"
 FIXTURE_CLASSES = 4

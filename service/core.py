@@ -1,0 +1,127 @@
+"""The protocol-neutral core that REST and V2 share: find the model, run images or tensors, encode answers.
+
+A request's images join the model's batch queue one by one; the first image that fails fails the
+request, naming its index. Work too heavy for the event loop (large bodies, whole-image encoders)
+goes to the codec pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .config import Settings
+from .errors import ServiceError
+from .instance import ImageJob, ImageResult
+from .registry import LoadedModel, Registry, Status
+from .store import Variant
+from .tasks import Answer, Encoded, Task
+
+T = TypeVar("T")
+
+
+class Core:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._codec_pool = ThreadPoolExecutor(max_workers=settings.codec_threads, thread_name_prefix="codec")
+
+    def resolve(self, name: str | None, task: Task | None) -> LoadedModel:
+        """The loaded model a request asked for (the task's default when None), or the error saying why not."""
+        registry = self.registry
+        if not registry.ready:
+            raise ServiceError(
+                503, "models are still loading; retry shortly", code="not_ready", headers={"Retry-After": "1"}
+            )
+        if name is None:
+            name = registry.defaults[task.default] if task is not None else None
+            if name is None:
+                offered = task.name if task is not None else "anything"
+                raise ServiceError(
+                    404, f"no loaded model offers {offered}", code="unknown_model", available=registry.loaded_names()
+                )
+        state = registry.states.get(name)
+        if state is None or state.status is Status.NOT_CONFIGURED:
+            where = "is not in the model store" if state is None else "is in the store but not loaded by this server"
+            raise ServiceError(
+                404,
+                f"model {name!r} {where}; available: {', '.join(registry.loaded_names())}",
+                code="unknown_model",
+                available=registry.loaded_names(),
+            )
+        if state.status is not Status.LOADED or state.loaded is None:
+            raise ServiceError(
+                503, f"model {name!r} is not available: {state.error or state.status.value}", code="model_unavailable"
+            )
+        variant = state.loaded.variant
+        if task is not None and task.needs not in variant.tasks:
+            raise ServiceError(
+                400,
+                f"model {name!r} does not support {task.name} (it offers {', '.join(sorted(variant.tasks))}); "
+                f"models that do: {', '.join(registry.offering(task.needs)) or 'none loaded'}",
+                code="unsupported_task",
+            )
+        return state.loaded
+
+    async def answer(
+        self, task: Task, model: LoadedModel, resolution: int, images: list[bytes], started: float, **options: Any
+    ) -> Encoded:
+        """Run a task on encoded images and encode its answer."""
+        if task.max_images is not None and len(images) > task.max_images:
+            raise ServiceError(400, f"/{task.name} takes exactly one image, got {len(images)}", code="one_image_only")
+        results = await self.run(model, list(images), resolution, task.outputs, started)
+        answer = Answer(model.variant, resolution, results)
+        if task.encode_off_loop:
+            return await self.in_pool(lambda: task.encode(answer, **options))
+        return task.encode(answer, **options)
+
+    async def run(
+        self,
+        model: LoadedModel,
+        sources: list[bytes] | list[np.ndarray],
+        resolution: int,
+        outputs: tuple[str, ...],
+        started: float,
+    ) -> list[ImageResult]:
+        """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
+        batcher = model.batcher
+        deadline = started + batcher.config.timeout_ms / 1000.0
+        jobs = [ImageJob(source, resolution, outputs) for source in sources]
+        futures = batcher.submit(jobs, (resolution, outputs), deadline)
+        done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
+        for future in pending:
+            future.cancel()
+        for index, future in enumerate(futures):
+            error = future.exception() if future in done else None
+            if isinstance(error, ServiceError):
+                raise error.with_index(index) if error.status < 500 else error
+            if error is not None:
+                raise error
+        if pending:
+            raise ServiceError(504, "the request's deadline passed before inference finished")
+        return [future.result() for future in futures]
+
+    async def in_pool(self, function: Callable[..., T], *args: Any) -> T:
+        """CPU-heavy parsing or encoding, kept off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._codec_pool, function, *args)
+
+    def close(self) -> None:
+        self._codec_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def resolution_for(variant: Variant, resolution: int | None, status: int = 422) -> int:
+    """The input size to run: the variant's native one, or a requested one it offers."""
+    if resolution is None:
+        return variant.native_resolution
+    if isinstance(resolution, bool) or resolution not in variant.resolutions:
+        raise ServiceError(
+            status,
+            f"resolution {resolution!r} is not offered by {variant.name}; choose one of {list(variant.resolutions)}",
+            code="invalid_parameter",
+        )
+    return int(resolution)

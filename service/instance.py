@@ -1,0 +1,169 @@
+"""A model's instances: threads that each decode a batch's images, stack them and run ONNX Runtime.
+
+Decoding happens on the instance thread right before the run: on a CPU that keeps each image in
+the cache of the core that runs it, and costs no hand-off between decoding and inference
+(docs/benchmarks.md, "Decode on the instance"). A batch that fails is rerun image by image, so only
+the culprit fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .batcher import BatchResult, Queued
+from .cpu_affinity import pinner
+from .errors import ServiceError
+from .metrics import Metrics
+from .preprocess import prepare
+from .runtime import INPUT_NAME, open_session
+from .store import Variant
+
+log = logging.getLogger("mobilenet_serve.instance")
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to run: encoded bytes to decode, or a float32 [3, S, S] tensor already preprocessed."""
+
+    source: bytes | np.ndarray
+    resolution: int
+    outputs: tuple[str, ...]  # ONNX Runtime outputs, the same for every image of a batch
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    outputs: list[np.ndarray]  # in the order of the job's outputs
+    original_size: tuple[int, int]  # (width, height) of the upright image; a tensor's own size
+
+
+class ModelSession:
+    """A model's ONNX Runtime sessions: a wide one for a run alone, a narrow one for runs side by side.
+
+    A lone run should use every core it may (`threads`); runs of several instances at once should
+    each use their share (`threads // instances`), since oversubscribed cores cost more than they
+    give. ONNX Runtime fixes the thread count per session, so the model keeps one session of each
+    width when they differ. `run` may be called from several threads at once.
+    """
+
+    def __init__(self, onnx_path: Path, threads: int, instances: int = 1) -> None:
+        self._wide = open_session(onnx_path, threads)
+        narrow_threads = max(1, threads // max(1, instances))
+        self._narrow = self._wide if narrow_threads == threads else open_session(onnx_path, narrow_threads)
+        inputs = self._wide.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME]:
+            raise ValueError(f"expected one input named {INPUT_NAME!r}, found {[i.name for i in inputs]}")
+        self.output_names = frozenset(o.name for o in self._wide.get_outputs())
+
+    def run(self, batch: np.ndarray, outputs: tuple[str, ...], alone: bool = True) -> list[np.ndarray]:
+        session = self._wide if alone else self._narrow
+        return session.run(list(outputs), {INPUT_NAME: batch})
+
+    def warm_up(self, batch: np.ndarray, outputs: tuple[str, ...]) -> None:
+        self._wide.run(list(outputs), {INPUT_NAME: batch})
+        if self._narrow is not self._wide:
+            self._narrow.run(list(outputs), {INPUT_NAME: batch})
+
+
+class ModelInstances:
+    """Runs a model's batches on `instances` threads, pinned to cores of their own where `cpus` are given."""
+
+    def __init__(
+        self,
+        variant: Variant,
+        session: ModelSession,
+        instances: int,
+        max_pixels: int,
+        metrics: Metrics,
+        cpus: Sequence[int] | None = None,
+    ) -> None:
+        self.instances = instances
+        self._variant = variant
+        self._name = variant.name
+        self._session = session
+        self._max_pixels = max_pixels
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(
+            max_workers=instances,
+            thread_name_prefix=f"infer-{variant.name}",
+            initializer=pinner(cpus) if cpus else None,
+        )
+
+    def run_batch(self, batch: list[Queued[ImageJob]], alone: bool) -> asyncio.Future[BatchResult]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch, alone)
+
+    async def warm_up(self, outputs: tuple[str, ...]) -> None:
+        """One run outside the queue, so the first request does not pay for ONNX Runtime's lazy allocations."""
+        size = self._variant.native_resolution
+        blank = np.zeros((1, 3, size, size), dtype=np.float32)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._session.warm_up, blank, outputs)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _run(self, batch: list[Queued[ImageJob]], alone: bool) -> BatchResult:
+        """On an instance thread: decode each image, then run the decoded ones together."""
+        started = time.perf_counter()
+        # Measured here, not when the batch was handed out: a batch may have waited for this instance.
+        wait = self._metrics.queue_wait.labels(self._name)
+        for item in batch:
+            wait.observe(started - item.enqueued_at)
+        outcomes: list[ImageResult | BaseException | None] = []
+        ready: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+        for item in batch:
+            if item.abandoned:
+                outcomes.append(ServiceError(504, "the request's deadline passed while it was queued"))
+                continue
+            try:
+                tensor, size = self._prepare(item.payload)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            ready.append((len(outcomes), tensor, size))
+            outcomes.append(None)  # filled in by the run below
+        outputs = batch[0].payload.outputs
+        for (index, _, _), outcome in zip(ready, self._run_isolated(ready, outputs, alone), strict=True):
+            outcomes[index] = outcome
+        return BatchResult(outcomes, time.perf_counter() - started)
+
+    def _prepare(self, job: ImageJob) -> tuple[np.ndarray, tuple[int, int]]:
+        if isinstance(job.source, np.ndarray):
+            return job.source, (job.resolution, job.resolution)
+        started = time.perf_counter()
+        try:
+            image = prepare(job.source, self._variant.preprocess, job.resolution, self._max_pixels)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise ServiceError(400, f"image could not be decoded ({exc})", code="bad_image") from exc
+        self._metrics.preprocess_duration.labels(self._name).observe(time.perf_counter() - started)
+        return image.tensor, image.original_size
+
+    def _run_isolated(
+        self, ready: list[tuple[int, np.ndarray, tuple[int, int]]], outputs: tuple[str, ...], alone: bool
+    ) -> list[ImageResult | BaseException]:
+        if not ready:
+            return []
+        try:
+            results = self._infer([tensor for _, tensor, _ in ready], outputs, alone)
+        except Exception as exc:
+            if len(ready) > 1:
+                return [self._run_isolated([entry], outputs, alone)[0] for entry in ready]
+            log.error("model %s: inference failed: %s", self._name, exc)
+            return [ServiceError(500, f"inference failed: {exc}", code="inference_failed")]
+        return [ImageResult([output[row] for output in results], size) for row, (_, _, size) in enumerate(ready)]
+
+    def _infer(self, tensors: list[np.ndarray], outputs: tuple[str, ...], alone: bool) -> list[np.ndarray]:
+        stacked = np.stack(tensors) if len(tensors) > 1 else tensors[0][None]
+        started = time.perf_counter()
+        results = self._session.run(stacked, outputs, alone)
+        self._metrics.inference_duration.labels(self._name).observe(time.perf_counter() - started)
+        self._metrics.batch_size.labels(self._name).observe(len(tensors))
+        return results

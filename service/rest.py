@@ -1,0 +1,185 @@
+"""The REST inference routes: read the images out of the request, answer through the core.
+
+A request carries one image as its raw body, or one or more multipart/form-data `file` parts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from .core import Core, resolution_for
+from .errors import ServiceError
+from .postprocess import MIN_REGION_FRACTION
+from .schemas import ERRORS, ClassifyResponse, DetectResponse, EmbedResponse
+from .tasks import TASKS
+
+router = APIRouter()
+
+RAW_IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp"}
+    | {"image/gif", "image/tiff"}
+    # Clients that cannot name the type; the decoder sniffs the format and enforces the whitelist.
+    | {"application/octet-stream"}
+)
+MULTIPART = "multipart/form-data"
+FILE_FIELD = "file"
+# The request body as OpenAPI describes it, so /docs offers an upload button.
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "One image as the raw body, or one or more `file` parts in multipart/form-data.",
+        "content": {
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff")
+            },
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {FILE_FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": [FILE_FIELD],
+                }
+            },
+        },
+    }
+}
+
+ModelQuery = Annotated[str | None, Query(description="variant name; omitted: the server's default for this task")]
+ResolutionQuery = Annotated[
+    int | None, Query(ge=1, le=4096, description="input size; one of the variant's `resolutions` (default: native)")
+]
+
+
+async def _serve(
+    request: Request, task_name: str, model: str | None, resolution: int | None, **options: Any
+) -> Response:
+    started = time.perf_counter()
+    core: Core = request.app.state.core
+    task = TASKS[task_name]
+    if model in core.registry.states:
+        # Only names from the store become label values: a client must not mint new metric series.
+        request.state.model = model
+    loaded = core.resolve(model, task)
+    request.state.model = loaded.variant.name
+    size = resolution_for(loaded.variant, resolution)
+    images = await read_images(request, core.settings.max_images_per_request)
+    encoded = await core.answer(task, loaded, size, images, started, **options)
+    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+
+
+async def read_images(request: Request, max_images: int) -> list[bytes]:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == MULTIPART:
+        return await _read_multipart(request, max_images)
+    if media in RAW_IMAGE_TYPES:
+        return [await request.body()]
+    raise ServiceError(
+        415,
+        f"Content-Type {media or '(none)'!r} is not accepted; send the image as image/jpeg, image/png, "
+        "image/webp, image/bmp, image/gif or image/tiff, or as multipart/form-data with `file` parts",
+    )
+
+
+async def _read_multipart(request: Request, max_images: int) -> list[bytes]:
+    async with request.form(max_files=max_images, max_fields=max_images + 16) as form:
+        files = [value for key, value in form.multi_items() if key == FILE_FIELD and isinstance(value, UploadFile)]
+        if not files:
+            others = sorted({key for key, _ in form.multi_items()})
+            raise ServiceError(
+                400,
+                f"multipart body has no {FILE_FIELD!r} part" + (f" (found: {', '.join(others)})" if others else ""),
+                code="missing_file",
+            )
+        return [await upload.read() for upload in files]
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    summary="Top-k classes for each image",
+    openapi_extra=IMAGE_BODY,
+    responses=ERRORS,
+)
+async def classify(
+    request: Request,
+    model: ModelQuery = None,
+    top_k: Annotated[int, Query(ge=1, le=1000)] = 5,
+    resolution: ResolutionQuery = None,
+) -> Response:
+    return await _serve(request, "classify", model, resolution, top_k=top_k)
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    summary="Pooled feature vector for each image",
+    openapi_extra=IMAGE_BODY,
+    responses=ERRORS,
+)
+async def embed(
+    request: Request,
+    model: ModelQuery = None,
+    resolution: ResolutionQuery = None,
+    normalize: Annotated[bool, Query(description="L2-normalise the embedding")] = True,
+) -> Response:
+    return await _serve(request, "embed", model, resolution, normalize=normalize)
+
+
+@router.post(
+    "/backbone",
+    summary="Feature maps at strides 8, 16 and 32, as .npz",
+    description=(
+        "Returns `application/x-npz` (read it with `numpy.load(io.BytesIO(body))`): float32 arrays `s8`, `s16`, `s32`, "
+        "each [C, H, W] for one image, or [N, C, H, W] for N images. "
+        "Header `X-Feature-Shapes` gives the shapes as JSON."
+    ),
+    response_class=Response,
+    responses={200: {"content": {"application/x-npz": {}}}, **ERRORS},
+    openapi_extra=IMAGE_BODY,
+)
+async def backbone(request: Request, model: ModelQuery = None, resolution: ResolutionQuery = None) -> Response:
+    return await _serve(request, "backbone", model, resolution)
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    summary="Objects as boxes from DeepLabV3's PASCAL VOC segmentation",
+    description=(
+        "Each connected region (8-connectivity) of a class in the mask, mapped to the original image size, "
+        "becomes a box "
+        "scored by the class's mean probability over the region; background and regions under `min_area` "
+        f"(default {MIN_REGION_FRACTION:.1%}) of the image are dropped."
+    ),
+    openapi_extra=IMAGE_BODY,
+    responses=ERRORS,
+)
+async def detect(
+    request: Request,
+    model: ModelQuery = None,
+    resolution: ResolutionQuery = None,
+    min_area: Annotated[
+        float, Query(ge=0.0, lt=1.0, description="smallest region kept, as a fraction of the image's pixels")
+    ] = MIN_REGION_FRACTION,
+) -> Response:
+    return await _serve(request, "detect", model, resolution, min_area=min_area)
+
+
+@router.post(
+    "/segment",
+    summary="The class mask as a PNG at the original size",
+    description=(
+        "A palette PNG whose pixel values are PASCAL VOC class ids (coloured with the VOC palette). "
+        "One image per request."
+    ),
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+    openapi_extra=IMAGE_BODY,
+)
+async def segment(request: Request, model: ModelQuery = None, resolution: ResolutionQuery = None) -> Response:
+    return await _serve(request, "segment", model, resolution)

@@ -1,0 +1,84 @@
+"""The REST routes that describe the server: its models, liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from .core import Core
+from .errors import ServiceError, error_response
+from .metrics import CONTENT_TYPE, Metrics
+from .registry import ModelState, Status
+from .responses import JsonResponse
+from .schemas import ErrorBody, Health, ModelInfo, ModelList
+from .tasks import TASKS
+
+router = APIRouter()
+
+
+def _core(request: Request) -> Core:
+    return request.app.state.core  # type: ignore[no-any-return]
+
+
+@router.get("/v1/models", response_model=ModelList, summary="Every variant in the store, loaded or not")
+async def list_models(request: Request) -> Response:
+    core = _core(request)
+    models = [_model_info(core, state) for state in core.registry.states.values()]
+    return JsonResponse({**core.registry.defaults, "models": models})
+
+
+@router.get("/v1/models/{name}", response_model=ModelInfo, summary="One variant", responses={404: {"model": ErrorBody}})
+async def get_model(request: Request, name: Annotated[str, Path()]) -> Response:
+    core = _core(request)
+    states = core.registry.states
+    state = states.get(name)
+    if state is None:
+        raise ServiceError(
+            404, f"model {name!r} is not in the model store; known: {', '.join(states)}",
+            code="unknown_model", available=list(states),
+        )  # fmt: skip
+    return JsonResponse(_model_info(core, state))
+
+
+def _model_info(core: Core, state: ModelState) -> dict[str, object]:
+    defaults = core.registry.defaults
+    loaded = state.status is Status.LOADED
+    return {
+        "name": state.name,
+        "status": state.status.value,
+        "loaded": loaded,
+        "error": state.error,
+        "store_intact": state.store_intact,
+        "store_problem": state.store_problem,
+        "default_for": [f"/{task.name}" for task in TASKS.values() if defaults[task.default] == state.name],
+        "batching": core.settings.batching_for(state.name).model_dump() if loaded else None,
+        "manifest": state.variant.manifest if state.variant else None,
+    }
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Response:
+    return JsonResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: 200 once the models are loaded and warm",
+    responses={503: {"model": ErrorBody}},
+)
+async def readyz(request: Request) -> Response:
+    registry = _core(request).registry
+    if registry.ready:
+        return JsonResponse({"status": "ready"})
+    return error_response(503, registry.load_error or "models are loading", "not_ready")
+
+
+@router.get(
+    "/metrics", summary="Prometheus metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}}
+)
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE)

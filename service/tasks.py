@@ -1,0 +1,200 @@
+"""One table of the tasks the service offers: what each runs, which model serves it, how its answer is encoded.
+
+Adding a task is one `Task` entry and its encoder. The REST routes, the V2 protocol's outputs, the
+store's manifest check, the warm-up runs and the default models all read this table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from . import postprocess
+from .responses import JSON_OPTIONS
+
+if TYPE_CHECKING:
+    from .instance import ImageResult
+    from .store import Variant
+
+IMAGENET = "imagenet-1k"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A task's results, for its encoder: the images' outputs in the order of `Task.outputs`."""
+
+    variant: Variant
+    resolution: int
+    results: list[ImageResult]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of the V2 protocol: its shape without the batch dimension (-1 where it varies), its source."""
+
+    shape: tuple[int, ...]
+    source: str  # the ONNX Runtime output it is computed from
+
+
+@dataclass(frozen=True)
+class DefaultRule:
+    """How the model a task uses when a request names none is chosen among the loaded ones."""
+
+    needs: str
+    label_space: str | None
+    preferred: str | None  # taken when loaded; None: the setting `default_model`
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    needs: str  # the manifest task a variant must list to serve it
+    outputs: tuple[str, ...]  # ONNX Runtime outputs, in the order the encoder reads them
+    default: str  # key of DEFAULTS
+    encode: Callable[..., Encoded]  # (Answer, **the endpoint's options)
+    # Encoders that work on whole images (regions, masks, .npz) run in the codec pool, off the event loop.
+    encode_off_loop: bool = False
+    max_images: int | None = None
+    v2_outputs: Callable[[Variant], dict[str, OutputSpec]] | None = None
+
+
+def _json(document: dict[str, Any]) -> Encoded:
+    return Encoded(orjson.dumps(document, option=JSON_OPTIONS), JSON)
+
+
+def _model_headers(answer: Answer) -> dict[str, str]:
+    return {"X-Model": answer.variant.name, "X-Resolution": str(answer.resolution)}
+
+
+def encode_classify(answer: Answer, top_k: int) -> Encoded:
+    labels = answer.variant.labels
+    results = []
+    for result in answer.results:
+        ids, scores = postprocess.top_k(result.outputs[0], top_k)
+        predictions = [
+            {"class_id": int(i), "label": labels[i], "score": float(s)} for i, s in zip(ids, scores, strict=True)
+        ]
+        results.append({"predictions": predictions})
+    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+
+
+def encode_embed(answer: Answer, normalize: bool) -> Encoded:
+    vectors = [postprocess.l2_normalize(r.outputs[0]) if normalize else r.outputs[0] for r in answer.results]
+    return _json(
+        {
+            "model": answer.variant.name,
+            "resolution": answer.resolution,
+            "dim": int(vectors[0].shape[0]),
+            "normalized": normalize,
+            "results": [{"embedding": vector} for vector in vectors],
+        }
+    )
+
+
+def encode_backbone(answer: Answer) -> Encoded:
+    keys = ("s8", "s16", "s32")
+    results = answer.results
+    if len(results) == 1:
+        arrays = dict(zip(keys, results[0].outputs, strict=True))
+    else:
+        arrays = {key: np.stack([r.outputs[i] for r in results]) for i, key in enumerate(keys)}
+    shapes = {key: list(array.shape) for key, array in arrays.items()}
+    headers = {"X-Feature-Shapes": json.dumps(shapes), **_model_headers(answer)}
+    return Encoded(postprocess.encode_npz(arrays), "application/x-npz", headers)
+
+
+def encode_detect(answer: Answer, min_area: float) -> Encoded:
+    labels = answer.variant.labels
+    results = []
+    for result in answer.results:
+        width, height = result.original_size
+        found = postprocess.regions(result.outputs[0], (width, height), min_area)
+        detections = [
+            {"class_id": r.class_id, "label": labels[r.class_id], "score": r.score, "box": list(r.box), "area": r.area}
+            for r in found
+        ]
+        results.append({"width": width, "height": height, "detections": detections})
+    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+
+
+def encode_segment(answer: Answer) -> Encoded:
+    result = answer.results[0]
+    return Encoded(postprocess.mask_png(result.outputs[0], result.original_size), "image/png", _model_headers(answer))
+
+
+def image_size(variant: Variant) -> int:
+    """The input's height and width as the V2 metadata states it: -1 where the variant takes several."""
+    return variant.resolutions[0] if len(variant.resolutions) == 1 else -1
+
+
+def _classify_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    classes = (len(variant.labels),)
+    return {"logits": OutputSpec(classes, "logits"), PROBABILITIES: OutputSpec(classes, "logits")}
+
+
+def _embed_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    return {"embedding": OutputSpec((variant.embedding_dim or -1,), "embedding")}
+
+
+def _backbone_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    strides = sorted((variant.feature_strides or {}).items(), key=lambda item: int(item[0]))
+    return {f"features_s{s}": OutputSpec((channels, -1, -1), f"features_s{s}") for s, channels in strides}
+
+
+def _segment_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    size = image_size(variant)
+    return {"seg_logits": OutputSpec((len(variant.labels), size, size), "seg_logits")}
+
+
+PROBABILITIES = "probabilities"
+DEFAULTS = {
+    "default_model": DefaultRule(needs="classify", label_space=IMAGENET, preferred=None),
+    "default_segmentation_model": DefaultRule(needs="segment", label_space=None, preferred="deeplabv3_mnv2_pascal"),
+}
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task("classify", "classify", ("logits",), "default_model", encode_classify, v2_outputs=_classify_outputs),
+        Task("embed", "embed", ("embedding",), "default_model", encode_embed, v2_outputs=_embed_outputs),
+        Task(
+            "backbone", "backbone", ("features_s8", "features_s16", "features_s32"), "default_model",
+            encode_backbone, encode_off_loop=True, v2_outputs=_backbone_outputs,
+        ),
+        Task("detect", "segment", ("seg_logits",), "default_segmentation_model", encode_detect, encode_off_loop=True),
+        Task(
+            "segment", "segment", ("seg_logits",), "default_segmentation_model",
+            encode_segment, encode_off_loop=True, max_images=1, v2_outputs=_segment_outputs,
+        ),
+    )
+}  # fmt: skip
+# The tasks a manifest may list: the ones that name their own outputs.
+MANIFEST_TASKS = frozenset(task.needs for task in TASKS.values())
+# Every ONNX Runtime output in one fixed order, so that V2 requests batch with the REST requests that ask for the same.
+OUTPUT_ORDER = tuple(dict.fromkeys(name for task in TASKS.values() for name in task.outputs))
+
+
+def outputs_for(manifest_task: str) -> tuple[str, ...]:
+    """The ONNX Runtime outputs of a task a manifest lists."""
+    return TASKS[manifest_task].outputs
+
+
+def v2_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    """Every V2 output the variant offers, in the table's order."""
+    specs: dict[str, OutputSpec] = {}
+    for task in TASKS.values():
+        if task.v2_outputs is not None and task.needs in variant.tasks:
+            specs.update(task.v2_outputs(variant))
+    return specs

@@ -1,0 +1,144 @@
+"""An Open Inference Protocol inference request: check its inputs and outputs, run it through the core.
+
+Each model takes exactly one of two inputs per request: `image`, FP32 [N, 3, H, W] already
+preprocessed as the variant's manifest says, or `image_bytes`, BYTES [N, 1] of encoded images that the
+server decodes and preprocesses exactly as the REST endpoints do. Every image joins the model's
+batch queue on its own, so V2 and REST requests share ONNX Runtime runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core import Core, resolution_for
+from ..errors import ServiceError
+from ..instance import ImageResult
+from ..postprocess import softmax
+from ..registry import LoadedModel
+from ..store import Variant
+from ..tasks import OUTPUT_ORDER, PROBABILITIES, v2_outputs
+from . import codec
+from .metadata import IMAGE, IMAGE_BYTES, default_outputs
+from .schemas import InferenceRequest, InputTensor, OutputTensor
+
+LABELLED = frozenset({"logits", PROBABILITIES})
+# Converting a big tensor from JSON takes milliseconds: past this many values it runs in the codec pool.
+OFFLOAD_VALUES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int | None  # top-k as "score:index:label" strings instead of the tensor
+
+
+async def infer(
+    core: Core, model: LoadedModel, request: InferenceRequest, inputs: list[InputTensor], started: float
+) -> list[OutputTensor]:
+    if len(inputs) != 1:
+        names = ", ".join(repr(t.name) for t in inputs)
+        raise ServiceError(400, f"send exactly one input, {IMAGE!r} or {IMAGE_BYTES!r}; got {names}")
+    variant = model.variant
+    requested = requested_outputs(request, variant)
+    specs = v2_outputs(variant)
+    sources = tuple(o for o in OUTPUT_ORDER if any(specs[r.name].source == o for r in requested))
+    tensor = inputs[0]
+    images: list[np.ndarray] | list[bytes]
+    if tensor.name == IMAGE:
+        images, resolution = await _preprocessed(core, variant, tensor, request.parameters)
+    elif tensor.name == IMAGE_BYTES:
+        images, resolution = _encoded(core, variant, tensor, request.parameters)
+    else:
+        raise ServiceError(400, f"unknown input {tensor.name!r}; {variant.name} takes {IMAGE!r} or {IMAGE_BYTES!r}")
+    results = await core.run(model, images, resolution, sources, started)
+    return [_output_tensor(r, results, sources, variant) for r in requested]
+
+
+def requested_outputs(request: InferenceRequest, variant: Variant) -> list[RequestedOutput]:
+    default_binary = _flag(request.parameters, "binary_data_output", "request parameter")
+    specs = v2_outputs(variant)
+    if not request.outputs:
+        return [RequestedOutput(name, default_binary, None) for name in default_outputs(variant)]
+    requested = []
+    for output in request.outputs:
+        if output.name not in specs:
+            raise ServiceError(400, f"unknown output {output.name!r}; {variant.name} offers {', '.join(specs)}")
+        if any(key.startswith("shared_memory") for key in output.parameters):
+            raise ServiceError(400, f"output {output.name!r}: shared memory is not supported by this server")
+        binary = output.parameters.get("binary_data")
+        binary = default_binary if binary is None else _flag(output.parameters, "binary_data", output.name)
+        count = output.parameters.get("classification")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ServiceError(400, f"output {output.name!r}: classification must be a positive integer")
+            if output.name not in LABELLED:
+                raise ServiceError(400, f"output {output.name!r} has no classes; classify logits or probabilities")
+        requested.append(RequestedOutput(output.name, binary, count))
+    return requested
+
+
+async def _preprocessed(
+    core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any]
+) -> tuple[list[np.ndarray], int]:
+    """The FP32 input's images, already preprocessed, and their size."""
+    _check_datatype(tensor, "FP32")
+    shape = tensor.shape
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3] or shape[2] not in variant.resolutions:
+        raise ServiceError(
+            400,
+            f"input {IMAGE!r} has shape {list(shape)}; {variant.name} takes [N, 3, S, S] "
+            f"with S one of {list(variant.resolutions)}",
+        )
+    _check_batch(core, shape[0])
+    requested = parameters.get("resolution")
+    if requested is not None and requested != shape[2]:
+        raise ServiceError(400, f"parameter resolution={requested!r} contradicts the input's size {shape[2]}")
+    if tensor.raw is None and tensor.count > OFFLOAD_VALUES:
+        batch = await core.in_pool(codec.fp32_array, tensor)
+    else:
+        batch = codec.fp32_array(tensor)
+    return list(batch), shape[2]
+
+
+def _encoded(core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any]) -> tuple[list[bytes], int]:
+    """The BYTES input's encoded images, and the size to preprocess them to."""
+    _check_datatype(tensor, "BYTES")
+    if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+        raise ServiceError(400, f"input {IMAGE_BYTES!r} has shape {list(tensor.shape)}; it takes [N, 1] or [N]")
+    _check_batch(core, tensor.shape[0])
+    resolution = resolution_for(variant, parameters.get("resolution"), status=400)
+    return codec.bytes_elements(tensor), resolution
+
+
+def _output_tensor(
+    requested: RequestedOutput, results: list[ImageResult], sources: tuple[str, ...], variant: Variant
+) -> OutputTensor:
+    source = v2_outputs(variant)[requested.name].source
+    value = np.stack([result.outputs[sources.index(source)] for result in results])
+    if requested.name == PROBABILITIES:
+        value = softmax(value, axis=1).astype(np.float32)
+    if requested.classification is None:
+        return OutputTensor(requested.name, "FP32", value, value.shape, requested.binary)
+    return codec.classification(requested.name, value, requested.classification, variant.labels, requested.binary)
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise ServiceError(400, f"{where}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _check_datatype(tensor: InputTensor, expected: str) -> None:
+    if tensor.datatype != expected:
+        raise ServiceError(400, f"input {tensor.name!r} must be {expected}, got {tensor.datatype}")
+
+
+def _check_batch(core: Core, count: int) -> None:
+    limit = core.settings.max_images_per_request
+    if not 1 <= count <= limit:
+        raise ServiceError(400, f"a request carries 1 to {limit} images (max_batch_size), got {count}")

@@ -1,0 +1,56 @@
+"""The optional API key: every endpoint but health, readiness and metrics needs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from support import IMAGES, V1_SMALL, wait_until_app_ready
+
+from service.app import create_app
+from service.config import Settings
+
+KEY = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    settings = Settings(models=[V1_SMALL], default_model=V1_SMALL, api_key=KEY, intra_op_threads=1)
+    with TestClient(create_app(settings)) as http:
+        wait_until_app_ready(http)
+        yield http
+
+
+def classify(client: TestClient, headers: dict[str, str]) -> int:
+    data = (IMAGES / "parrot.jpg").read_bytes()
+    return client.post("/classify", content=data, headers={"Content-Type": "image/jpeg", **headers}).status_code
+
+
+def test_open_paths(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"X-API-Key": KEY[:-1]}],
+)
+def test_refused_without_the_key(client: TestClient, headers: dict[str, str]) -> None:
+    assert classify(client, headers) == 401
+    response = client.get("/v1/models", headers=headers)
+    assert response.status_code == 401
+    assert "API key" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"}]
+)
+def test_accepted_with_the_key(client: TestClient, headers: dict[str, str]) -> None:
+    assert classify(client, headers) == 200
+    assert client.get("/v1/models", headers=headers).status_code == 200
+
+
+def test_refusals_are_counted(client: TestClient) -> None:
+    classify(client, {})
+    assert 'code="401"' in client.get("/metrics").text

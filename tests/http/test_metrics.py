@@ -1,0 +1,94 @@
+"""/metrics parsed with prometheus_client's parser: the fixed families, their types and labels."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from support import DEEPLAB, TV_INT8, V1, image_bytes, metric_value
+
+FAMILIES = {
+    "mobilenet_requests": ("counter", {"endpoint", "model", "code"}),
+    "mobilenet_request_duration_seconds": ("histogram", {"endpoint", "model"}),
+    "mobilenet_preprocess_duration_seconds": ("histogram", {"model"}),
+    "mobilenet_queue_wait_seconds": ("histogram", {"model"}),
+    "mobilenet_inference_duration_seconds": ("histogram", {"model"}),
+    "mobilenet_batch_size": ("histogram", {"model"}),
+    "mobilenet_queue_depth": ("gauge", {"model"}),
+    "mobilenet_model_loaded": ("gauge", {"model"}),
+}
+
+
+def classify_parrot(client: httpx.Client, model: str = V1) -> None:
+    response = client.post(
+        "/classify", params={"model": model}, content=image_bytes("parrot.jpg"), headers={"Content-Type": "image/jpeg"}
+    )
+    assert response.status_code == 200
+
+
+def test_families_types_and_labels(client: httpx.Client) -> None:
+    classify_parrot(client)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    for name, (kind, labels) in FAMILIES.items():
+        assert name in families, name
+        family = families[name]
+        assert family.type == kind, (name, family.type)
+        assert family.samples, name
+        for sample in family.samples:
+            assert labels <= set(sample.labels), (name, sample.labels)
+
+
+def test_requests_counted_by_endpoint_model_code(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    before_ok = metric_value(text, "mobilenet_requests_total", endpoint="/classify", model=V1, code="200")
+    before_bad = metric_value(text, "mobilenet_requests_total", endpoint="/classify", model=V1, code="400")
+    classify_parrot(client)
+    client.post("/classify", params={"model": V1}, content=b"not an image", headers={"Content-Type": "image/jpeg"})
+    text = client.get("/metrics").text
+    assert metric_value(text, "mobilenet_requests_total", endpoint="/classify", model=V1, code="200") == before_ok + 1
+    assert metric_value(text, "mobilenet_requests_total", endpoint="/classify", model=V1, code="400") == before_bad + 1
+
+
+def test_one_inference_observation_per_run(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    runs = metric_value(text, "mobilenet_inference_duration_seconds_count", model=V1)
+    batches = metric_value(text, "mobilenet_batch_size_count", model=V1)
+    waits = metric_value(text, "mobilenet_queue_wait_seconds_count", model=V1)
+    preprocessed = metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=V1)
+    classify_parrot(client)
+    text = client.get("/metrics").text
+    assert metric_value(text, "mobilenet_inference_duration_seconds_count", model=V1) == runs + 1
+    assert metric_value(text, "mobilenet_batch_size_count", model=V1) == batches + 1
+    assert metric_value(text, "mobilenet_queue_wait_seconds_count", model=V1) == waits + 1
+    assert metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=V1) == preprocessed + 1
+    assert metric_value(text, "mobilenet_request_duration_seconds_count", endpoint="/classify", model=V1) >= 1
+
+
+def test_buckets_resolve_milliseconds(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    bounds = {
+        float(labels["le"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "mobilenet_request_duration_seconds"
+        for sample in family.samples
+        if (labels := sample.labels).get("le") not in (None, "+Inf")
+    }
+    assert min(bounds) <= 0.001 and {0.005, 0.01, 0.05} <= bounds and max(bounds) >= 10
+
+
+def test_model_loaded_and_queue_depth(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    for model in (TV_INT8, V1, DEEPLAB):
+        assert metric_value(text, "mobilenet_model_loaded", model=model) == 1
+    assert metric_value(text, "mobilenet_model_loaded", model="mobilenet_v1_0.5_160") == 0
+    assert metric_value(text, "mobilenet_queue_depth", model=V1) == 0
+
+
+def test_unknown_models_and_paths_do_not_mint_label_values(client: httpx.Client) -> None:
+    client.post("/classify", params={"model": "attacker-chosen"}, content=b"x", headers={"Content-Type": "image/jpeg"})
+    client.get("/some/random/path")
+    text = client.get("/metrics").text
+    assert "attacker-chosen" not in text and "/some/random/path" not in text
+    assert metric_value(text, "mobilenet_requests_total", endpoint="unmatched", code="404") >= 1

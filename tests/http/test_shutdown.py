@@ -1,0 +1,63 @@
+"""Graceful shutdown: on SIGTERM, requests in flight complete and new connections are refused."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from harness import start_server
+from support import DEEPLAB, image_bytes, metric_value
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    config = {
+        "models": [DEEPLAB],
+        "intra_op_threads": 2,
+        "shutdown_grace_seconds": 60,
+        "batching": {
+            DEEPLAB: {"max_batch_size": 2, "max_queue_delay_ms": 0, "max_queue_size": 64, "timeout_ms": 120_000}
+        },
+    }
+    server = start_server(tmp_path, config)
+    data = image_bytes("cat_720p.jpg")
+    in_flight = 8
+    sent = threading.Barrier(in_flight + 1)
+
+    def segment(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            sent.wait()
+            return http.post("/segment", content=data, headers={"Content-Type": "image/jpeg"})
+
+    try:
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            futures = [pool.submit(segment, i) for i in range(in_flight)]
+            sent.wait()
+            # DeepLab at 513 px takes well over 100 ms per image on two cores: wait until all are queued or running.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                text = httpx.get(server.url + "/metrics", timeout=5).text
+                started = metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=DEEPLAB)
+                if started >= in_flight:
+                    break
+                time.sleep(0.01)
+            server.process.send_signal(signal.SIGTERM)
+            assert sum(f.done() for f in futures) < in_flight, "the requests should still be in flight"
+            time.sleep(0.3)
+            refused = False
+            try:
+                httpx.get(server.url + "/healthz", timeout=5)
+            except httpx.TransportError:
+                refused = True
+            assert refused, "a new connection after SIGTERM should be refused"
+            responses = [future.result() for future in futures]
+        assert [r.status_code for r in responses] == [200] * in_flight
+        assert all(r.headers["content-type"] == "image/png" for r in responses)
+        # uvicorn re-raises the signal once it has shut down cleanly, so supervisors see why it stopped.
+        assert server.process.wait(60) in (0, -signal.SIGTERM)
+        assert "shut down" in server.log_text()
+    finally:
+        server.stop(signal.SIGKILL)
