@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from . import __version__, rest, rest_status, v2
 from .config import Settings
 from .core import Core
-from .errors import ErrorFormats, install_error_handlers
+from .error_handlers import ErrorFormats, install_error_handlers
 from .metrics import Metrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from .registry import Registry
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.core = core
     app.state.metrics = metrics
-    for router in (rest.router, rest_status.router, v2.router):
+    routers = (rest.router, rest_status.router, v2.router)
+    for router in routers:
         app.include_router(router)
     formats = ErrorFormats()
     formats.register(v2.PREFIX, v2.ERRORS)
@@ -63,8 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, formats=formats)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), formats=formats)
-    known_paths = frozenset(route.path for route in app.routes if hasattr(route, "path"))
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, known_paths=known_paths)
+    # FastAPI's own routes (the docs) and ours, which recent FastAPI keeps inside the routers it includes.
+    routes = [route for route in app.routes if getattr(route, "path", None)]
+    routes += [route for router in routers for route in router.routes]
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=routes)
     return app
 
 

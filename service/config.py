@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Wall time one image's decoding may take in its decoder process before the process is killed; 0 decodes
+    # on the instance threads themselves, which cannot be stopped.
+    decode_budget_seconds: float = Field(default=1.0, ge=0.0)
     max_images_per_request: int = Field(default=32, ge=1)
+    # The largest V2 inference response, estimated before it is serialised; past it the request gets a 400.
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     api_key: SecretStr | None = None
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)

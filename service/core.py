@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -17,10 +17,12 @@ import numpy as np
 
 from .config import Settings
 from .errors import ServiceError
+from .image_checks import open_image
 from .instance import ImageJob, ImageResult
+from .postprocess import Answer, Encoded
 from .registry import LoadedModel, Registry, Status
 from .store import Variant
-from .tasks import Answer, Encoded, Task
+from .tasks import Task
 
 T = TypeVar("T")
 
@@ -83,7 +85,7 @@ class Core:
     async def run(
         self,
         model: LoadedModel,
-        sources: list[bytes] | list[np.ndarray],
+        sources: Sequence[bytes | np.ndarray],
         resolution: int,
         outputs: tuple[str, ...],
         started: float,
@@ -91,7 +93,7 @@ class Core:
         """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
         batcher = model.batcher
         deadline = started + batcher.config.timeout_ms / 1000.0
-        jobs = [ImageJob(source, resolution, outputs) for source in sources]
+        jobs = [ImageJob(self._admitted(i, s), resolution, outputs) for i, s in enumerate(sources)]
         futures = batcher.submit(jobs, (resolution, outputs), deadline)
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
         for future in pending:
@@ -105,6 +107,15 @@ class Core:
         if pending:
             raise ServiceError(504, "the request's deadline passed before inference finished")
         return [future.result() for future in futures]
+
+    def _admitted(self, index: int, source: bytes | np.ndarray) -> bytes | np.ndarray:
+        """The source, once an encoded image's structure and declared size are checked: before it may queue."""
+        if isinstance(source, bytes):
+            try:
+                open_image(source, self.settings.max_image_pixels)
+            except ServiceError as error:
+                raise error.with_index(index) from None
+        return source
 
     async def in_pool(self, function: Callable[..., T], *args: Any) -> T:
         """CPU-heavy parsing or encoding, kept off the event loop."""

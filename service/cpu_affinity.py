@@ -9,9 +9,7 @@ the node's first cores would stack them there, so then nothing is pinned.
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Sequence
 
 
 def instance_cpus(instances: int, enabled: bool) -> list[int] | None:
@@ -22,12 +20,6 @@ def instance_cpus(instances: int, enabled: bool) -> list[int] | None:
     return cpus if len(cpus) == instances else None
 
 
-def pinner(cpus: Sequence[int]) -> Callable[[], None]:
-    """A thread initializer that pins the k-th thread it starts to cpus[k % len(cpus)]."""
-    order = itertools.count()
-
-    def pin() -> None:
-        # On Linux, pid 0 names the calling thread alone.
-        os.sched_setaffinity(0, {cpus[next(order) % len(cpus)]})
-
-    return pin
+def pin_this_thread(cpu: int) -> None:
+    # On Linux, pid 0 names the calling thread alone.
+    os.sched_setaffinity(0, {cpu})

@@ -9,7 +9,9 @@ the culprit fails.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .batcher import BatchResult, Queued
-from .cpu_affinity import pinner
+from .cpu_affinity import pin_this_thread
+from .decoders import DecoderPool
 from .errors import ServiceError
 from .metrics import Metrics
 from .preprocess import prepare
@@ -31,7 +34,7 @@ log = logging.getLogger("mobilenet_serve.instance")
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One image to run: encoded bytes to decode, or a float32 [3, S, S] tensor already preprocessed."""
+    """One image to run: the encoded image, or a float32 [3, S, S] tensor already preprocessed."""
 
     source: bytes | np.ndarray
     resolution: int
@@ -73,7 +76,11 @@ class ModelSession:
 
 
 class ModelInstances:
-    """Runs a model's batches on `instances` threads, pinned to cores of their own where `cpus` are given."""
+    """Runs a model's batches on `instances` threads, pinned to cores of their own where `cpus` are given.
+
+    With `decoders`, thread k decodes in decoder process k, which is killed when an image takes longer
+    than its budget (see decoders.py); without, each thread decodes its images itself.
+    """
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class ModelInstances:
         max_pixels: int,
         metrics: Metrics,
         cpus: Sequence[int] | None = None,
+        decoders: DecoderPool | None = None,
     ) -> None:
         self.instances = instances
         self._variant = variant
@@ -90,10 +98,12 @@ class ModelInstances:
         self._session = session
         self._max_pixels = max_pixels
         self._metrics = metrics
+        self._cpus = cpus
+        self._decoders = decoders
+        self._thread_index = itertools.count()
+        self._local = threading.local()
         self._executor = ThreadPoolExecutor(
-            max_workers=instances,
-            thread_name_prefix=f"infer-{variant.name}",
-            initializer=pinner(cpus) if cpus else None,
+            max_workers=instances, thread_name_prefix=f"infer-{variant.name}", initializer=self._start_thread
         )
 
     def run_batch(self, batch: list[Queued[ImageJob]], alone: bool) -> asyncio.Future[BatchResult]:
@@ -107,6 +117,13 @@ class ModelInstances:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+    def _start_thread(self) -> None:
+        index = next(self._thread_index)
+        if self._cpus:
+            pin_this_thread(self._cpus[index % len(self._cpus)])
+        if self._decoders is not None:
+            self._local.decoder = self._decoders.decoder(index)
 
     def _run(self, batch: list[Queued[ImageJob]], alone: bool) -> BatchResult:
         """On an instance thread: decode each image, then run the decoded ones together."""
@@ -137,14 +154,19 @@ class ModelInstances:
         if isinstance(job.source, np.ndarray):
             return job.source, (job.resolution, job.resolution)
         started = time.perf_counter()
+        spec = self._variant.preprocess
         try:
-            image = prepare(job.source, self._variant.preprocess, job.resolution, self._max_pixels)
+            if self._decoders is not None:
+                tensor, size = self._local.decoder.prepare(job.source, spec, job.resolution, self._name)
+            else:
+                image = prepare(job.source, spec, job.resolution, self._max_pixels)
+                tensor, size = image.tensor, image.original_size
         except ServiceError:
             raise
         except Exception as exc:
             raise ServiceError(400, f"image could not be decoded ({exc})", code="bad_image") from exc
         self._metrics.preprocess_duration.labels(self._name).observe(time.perf_counter() - started)
-        return image.tensor, image.original_size
+        return tensor, size
 
     def _run_isolated(
         self, ready: list[tuple[int, np.ndarray, tuple[int, int]]], outputs: tuple[str, ...], alone: bool

@@ -79,6 +79,12 @@ class Metrics:
             ("model",),
             registry=self.registry,
         )
+        self.decoder_restarts = Counter(
+            "mobilenet_decoder_restarts_total",
+            "Decoder processes killed and replaced: over the decode budget, crashed, or retired for their memory.",
+            ("model", "reason"),
+            registry=self.registry,
+        )
         self.model_store_intact = Gauge(
             "mobilenet_model_store_intact",
             "1 while a loaded model's files on disk match what was loaded, 0 once they no longer do.",

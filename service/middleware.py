@@ -8,25 +8,30 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ErrorFormats, ServiceError
+from .error_handlers import ErrorFormats
+from .errors import ServiceError
 from .metrics import Metrics
 
 access_log = logging.getLogger("mobilenet_serve.access")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# A decoded path may hold any character: escape the control ones so that a client cannot forge a log line.
+_ESCAPED = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
 class ObservabilityMiddleware:
     """Counts and times every request and writes one access-log line for it."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
-        self.known_paths = known_paths
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +56,7 @@ class ObservabilityMiddleware:
             self.metrics.request_duration.labels(endpoint, model).observe(elapsed)
             access_log.info(
                 "%s %s model=%s status=%d latency_ms=%.2f",
-                scope["method"], scope["path"], model or "-", status, elapsed * 1000.0,
+                scope["method"], scope["path"].translate(_ESCAPED), model or "-", status, elapsed * 1000.0,
             )  # fmt: skip
 
     def _endpoint(self, scope: Scope) -> str:
@@ -59,8 +64,13 @@ class ObservabilityMiddleware:
         path = getattr(route, "path", None)
         if path:
             return str(path)
-        # Label values come only from the app's own routes: a client must not mint new series.
-        return scope["path"] if scope["path"] in self.known_paths else "unmatched"
+        # Refused before routing (API key, body size): label it with the route it was sent to. Label values
+        # come only from the app's own routes: a client must not mint new series.
+        for candidate in self.routes:
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                return str(getattr(candidate, "path", "unmatched"))
+        return "unmatched"
 
 
 class ApiKeyMiddleware:

@@ -1,20 +1,47 @@
-"""Model outputs to answers: softmax, top-k, unit vectors, .npz features, regions and PNG masks of a class map."""
+"""Model outputs to answers: each task's encoder, and the softmax, top-k, unit vectors, .npz features,
+regions and PNG masks they are made of."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import Any
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from PIL import Image
 from scipy import ndimage
+
+from .responses import JSON_OPTIONS
+
+if TYPE_CHECKING:
+    from .instance import ImageResult
+    from .store import Variant
+
+JSON = "application/json"
 
 # A region smaller than this fraction of the image is noise at DeepLab's output stride, not an object.
 MIN_REGION_FRACTION = 0.001
 BACKGROUND_CLASS = 0
 # 8-connectivity: diagonal neighbours belong to the same region.
 _CONNECTIVITY = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A task's results, for its encoder: the images' outputs in the order of `Task.outputs`."""
+
+    variant: Variant
+    resolution: int
+    results: list[ImageResult]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,70 @@ def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=1)
     return buffer.getvalue()
+
+
+def _json(document: dict[str, Any]) -> Encoded:
+    return Encoded(orjson.dumps(document, option=JSON_OPTIONS), JSON)
+
+
+def _model_headers(answer: Answer) -> dict[str, str]:
+    return {"X-Model": answer.variant.name, "X-Resolution": str(answer.resolution)}
+
+
+def encode_classify(answer: Answer, k: int) -> Encoded:
+    labels = answer.variant.labels
+    results = []
+    for result in answer.results:
+        ids, scores = top_k(result.outputs[0], k)
+        predictions = [
+            {"class_id": int(i), "label": labels[i], "score": float(s)} for i, s in zip(ids, scores, strict=True)
+        ]
+        results.append({"predictions": predictions})
+    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+
+
+def encode_embed(answer: Answer, normalize: bool) -> Encoded:
+    vectors = [l2_normalize(r.outputs[0]) if normalize else r.outputs[0] for r in answer.results]
+    return _json(
+        {
+            "model": answer.variant.name,
+            "resolution": answer.resolution,
+            "dim": int(vectors[0].shape[0]),
+            "normalized": normalize,
+            "results": [{"embedding": vector} for vector in vectors],
+        }
+    )
+
+
+def encode_backbone(answer: Answer) -> Encoded:
+    keys = ("s8", "s16", "s32")
+    results = answer.results
+    if len(results) == 1:
+        arrays = dict(zip(keys, results[0].outputs, strict=True))
+    else:
+        arrays = {key: np.stack([r.outputs[i] for r in results]) for i, key in enumerate(keys)}
+    shapes = {key: list(array.shape) for key, array in arrays.items()}
+    headers = {"X-Feature-Shapes": json.dumps(shapes), **_model_headers(answer)}
+    return Encoded(encode_npz(arrays), "application/x-npz", headers)
+
+
+def encode_detect(answer: Answer, min_area: float) -> Encoded:
+    labels = answer.variant.labels
+    results = []
+    for result in answer.results:
+        width, height = result.original_size
+        found = regions(result.outputs[0], (width, height), min_area)
+        detections = [
+            {"class_id": r.class_id, "label": labels[r.class_id], "score": r.score, "box": list(r.box), "area": r.area}
+            for r in found
+        ]
+        results.append({"width": width, "height": height, "detections": detections})
+    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+
+
+def encode_segment(answer: Answer) -> Encoded:
+    result = answer.results[0]
+    return Encoded(mask_png(result.outputs[0], result.original_size), "image/png", _model_headers(answer))
 
 
 def _voc_palette() -> list[int]:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
-# Importing the whitelisted plugins registers them; Image.init() would load every format Pillow knows.
-from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401  isort: skip
-from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401  isort: skip
-
 from .errors import ServiceError
-from .store import PreprocessSpec
+from .image_checks import open_image
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 # Pillow's JPEG opener returns MPO for the multi-picture JPEGs many cameras write.
 _JPEG_FORMATS = {"JPEG", "MPO"}
 REDUCING_GAP = 2.0
@@ -35,81 +29,60 @@ _BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
+class PreprocessSpec:
+    crop: str
+    crop_fraction: float
+    resize_filter: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layout: str
+    color: str
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     tensor: np.ndarray  # float32 [3, resolution, resolution]
     original_size: tuple[int, int]  # (width, height) of the upright image
 
 
-def prepare(data: bytes, spec: PreprocessSpec, resolution: int, max_pixels: int) -> PreparedImage:
-    rgb, original_size = decode(data, spec, resolution, max_pixels)
+def prepare(source: bytes | Image.Image, spec: PreprocessSpec, resolution: int, max_pixels: int) -> PreparedImage:
+    rgb, original_size = decode(source, spec, resolution, max_pixels)
     return PreparedImage(normalize(resize(rgb, spec, resolution), spec), original_size)
 
 
-def decode(data: bytes, spec: PreprocessSpec, resolution: int, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
-    """The upright RGB image (possibly DCT-downscaled) and the upright size of the original."""
-    image = open_image(data, max_pixels)
-    original_size = _upright_size(image)
+def decode(
+    source: bytes | Image.Image, spec: PreprocessSpec, resolution: int, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The upright RGB image (possibly DCT-downscaled) and the upright size of the original.
+
+    `source` is the encoded image, or what `open_image` made of it.
+    """
+    image = source if isinstance(source, Image.Image) else open_image(source, max_pixels)
+    stored_size = image.size
     if image.format in _JPEG_FORMATS:
         # DCT-domain downscaling of big JPEGs (1/2, 1/4 or 1/8 scale) that keeps REDUCING_GAP times the
         # pixels the resize needs, so the final filter still smooths: Pillow's thumbnail() trade-off.
         needed = math.ceil(_decode_size_needed(spec, resolution) * REDUCING_GAP)
         image.draft(image.mode, (needed, needed))
     try:
+        # Before anything reads the EXIF: for a PNG that read loads the pixels, and a failure swallowed
+        # there would leave a second load() to return a half-decoded image.
         image.load()
+    except Exception as exc:
+        raise ServiceError(400, f"image data is truncated or corrupt ({exc})", code="bad_image") from exc
+    width, height = stored_size
+    original_size = (height, width) if _orientation(image) in _ROTATING_ORIENTATIONS else (width, height)
+    try:
         return to_rgb(_orient(image)), original_size
-    except ServiceError:
-        raise
     except Exception as exc:
         raise ServiceError(400, f"image data is truncated or corrupt ({exc})", code="bad_image") from exc
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Identify the format and check the declared size, before any pixel is decoded."""
-    if not data:
-        raise ServiceError(400, "the image is empty (0 bytes)", code="empty_image")
+def _orientation(image: Image.Image) -> int | None:
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard fired first (far beyond any sane limit); its message states the pixel count.
-        raise ServiceError(
-            413, f"image is over the limit of {max_pixels} pixels ({exc})", code="image_too_large"
-        ) from exc
-    except Exception as exc:
-        raise _unidentified(data) from exc
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ServiceError(400, f"image declares an empty size {width}x{height}", code="bad_image")
-    if width * height > max_pixels:
-        raise ServiceError(
-            413,
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
-            code="image_too_large",
-        )
-    return image
-
-
-def _unidentified(data: bytes) -> ServiceError:
-    try:
-        with Image.open(io.BytesIO(data)) as other:
-            fmt = other.format
+        return image.getexif().get(_EXIF_ORIENTATION)  # type: ignore[no-any-return]
     except Exception:
-        fmt = None
-    if fmt:
-        return ServiceError(
-            415,
-            f"image format {fmt} is not supported; send one of {', '.join(ALLOWED_FORMATS)}",
-            code="unsupported_image_format",
-        )
-    return ServiceError(400, "the body is not a decodable image", code="bad_image")
-
-
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    width, height = image.size
-    try:
-        orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except Exception:
-        orientation = None
-    return (height, width) if orientation in _ROTATING_ORIENTATIONS else (width, height)
+        return None
 
 
 def _orient(image: Image.Image) -> Image.Image:
@@ -181,7 +154,7 @@ def crop_box(size: tuple[int, int], spec: PreprocessSpec, resolution: int) -> tu
     return (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
 
 
-def normalize(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+def normalize(image: Image.Image | np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     pixels = np.asarray(image)  # uint8 [H, W, 3]
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]

@@ -10,6 +10,7 @@ from enum import StrEnum
 from .batcher import Batcher
 from .config import Settings
 from .cpu_affinity import instance_cpus
+from .decoders import DecoderPool
 from .instance import ModelInstances, ModelSession
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
@@ -55,9 +56,11 @@ class Registry:
         self.load_error: str | None = None
         # DEFAULTS' keys -> the model each names, None when no loaded model fits.
         self.defaults: dict[str, str | None] = dict.fromkeys(DEFAULTS)
+        self._decoders: DecoderPool | None = None
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
+        self._decoders = await asyncio.to_thread(self._start_decoders)
         try:
             entries = await asyncio.to_thread(discover, self._settings.store)
         except StoreError as exc:
@@ -100,8 +103,25 @@ class Registry:
     async def close(self, timeout: float) -> None:
         models = [s.loaded for s in self.states.values() if s.loaded is not None]
         await asyncio.gather(*(model.batcher.drain(timeout) for model in models))
+        # Decoders first: an instance thread waiting on a decode still in progress is answered at once.
+        if self._decoders is not None:
+            self._decoders.close()
         for model in models:
             model.instances.close()
+
+    def _start_decoders(self) -> DecoderPool | None:
+        settings = self._settings
+        if not settings.decode_budget_seconds:
+            return None
+        cores = settings.intra_op_threads
+        restarts = self._metrics.decoder_restarts
+        return DecoderPool(
+            cores,
+            settings.max_image_pixels,
+            settings.decode_budget_seconds,
+            instance_cpus(cores, settings.pin_instances),
+            lambda model, reason: restarts.labels(model, reason).inc(),
+        )
 
     def _add(self, entry: StoreEntry, configured: bool) -> None:
         if entry.variant is None:
@@ -128,7 +148,9 @@ class Registry:
         count = config.instances or 1  # batching_for has resolved it; `or 1` narrows the type
         session = await asyncio.to_thread(self._open_session, variant, count)
         cpus = instance_cpus(count, self._settings.pin_instances)
-        instances = ModelInstances(variant, session, count, self._settings.max_image_pixels, self._metrics, cpus)
+        instances = ModelInstances(
+            variant, session, count, self._settings.max_image_pixels, self._metrics, cpus, self._decoders
+        )
         depth = self._metrics.queue_depth.labels(variant.name)
         batcher = Batcher(variant.name, config, instances.run_batch, count, depth.set)
         try:

@@ -111,7 +111,7 @@ async def classify(
     top_k: Annotated[int, Query(ge=1, le=1000)] = 5,
     resolution: ResolutionQuery = None,
 ) -> Response:
-    return await _serve(request, "classify", model, resolution, top_k=top_k)
+    return await _serve(request, "classify", model, resolution, k=top_k)
 
 
 @router.post(

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from .core import Core
-from .errors import ServiceError, error_response
+from .error_handlers import error_response
+from .errors import ServiceError
 from .metrics import CONTENT_TYPE, Metrics
 from .registry import ModelState, Status
 from .responses import JsonResponse

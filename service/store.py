@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .preprocess import PreprocessSpec
 from .tasks import MANIFEST_TASKS
 
 log = logging.getLogger("mobilenet_serve.store")
@@ -20,17 +21,6 @@ CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none"}
 
 class StoreError(Exception):
     """A variant that cannot be served; the message says what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    crop: str
-    crop_fraction: float
-    resize_filter: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    layout: str
-    color: str
 
 
 @dataclass(frozen=True)

@@ -1,44 +1,22 @@
 """One table of the tasks the service offers: what each runs, which model serves it, how its answer is encoded.
 
-Adding a task is one `Task` entry and its encoder. The REST routes, the V2 protocol's outputs, the
-store's manifest check, the warm-up runs and the default models all read this table.
+Adding a task is one `Task` entry and its encoder (in postprocess.py). The REST routes, the V2
+protocol's outputs, the store's manifest check, the warm-up runs and the default models all read
+this table.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import orjson
-
-from . import postprocess
-from .responses import JSON_OPTIONS
+from .postprocess import Encoded, encode_backbone, encode_classify, encode_detect, encode_embed, encode_segment
 
 if TYPE_CHECKING:
-    from .instance import ImageResult
     from .store import Variant
 
 IMAGENET = "imagenet-1k"
-JSON = "application/json"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A task's results, for its encoder: the images' outputs in the order of `Task.outputs`."""
-
-    variant: Variant
-    resolution: int
-    results: list[ImageResult]
-
-
-@dataclass(frozen=True)
-class Encoded:
-    body: bytes
-    media_type: str
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,70 +47,6 @@ class Task:
     encode_off_loop: bool = False
     max_images: int | None = None
     v2_outputs: Callable[[Variant], dict[str, OutputSpec]] | None = None
-
-
-def _json(document: dict[str, Any]) -> Encoded:
-    return Encoded(orjson.dumps(document, option=JSON_OPTIONS), JSON)
-
-
-def _model_headers(answer: Answer) -> dict[str, str]:
-    return {"X-Model": answer.variant.name, "X-Resolution": str(answer.resolution)}
-
-
-def encode_classify(answer: Answer, top_k: int) -> Encoded:
-    labels = answer.variant.labels
-    results = []
-    for result in answer.results:
-        ids, scores = postprocess.top_k(result.outputs[0], top_k)
-        predictions = [
-            {"class_id": int(i), "label": labels[i], "score": float(s)} for i, s in zip(ids, scores, strict=True)
-        ]
-        results.append({"predictions": predictions})
-    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
-
-
-def encode_embed(answer: Answer, normalize: bool) -> Encoded:
-    vectors = [postprocess.l2_normalize(r.outputs[0]) if normalize else r.outputs[0] for r in answer.results]
-    return _json(
-        {
-            "model": answer.variant.name,
-            "resolution": answer.resolution,
-            "dim": int(vectors[0].shape[0]),
-            "normalized": normalize,
-            "results": [{"embedding": vector} for vector in vectors],
-        }
-    )
-
-
-def encode_backbone(answer: Answer) -> Encoded:
-    keys = ("s8", "s16", "s32")
-    results = answer.results
-    if len(results) == 1:
-        arrays = dict(zip(keys, results[0].outputs, strict=True))
-    else:
-        arrays = {key: np.stack([r.outputs[i] for r in results]) for i, key in enumerate(keys)}
-    shapes = {key: list(array.shape) for key, array in arrays.items()}
-    headers = {"X-Feature-Shapes": json.dumps(shapes), **_model_headers(answer)}
-    return Encoded(postprocess.encode_npz(arrays), "application/x-npz", headers)
-
-
-def encode_detect(answer: Answer, min_area: float) -> Encoded:
-    labels = answer.variant.labels
-    results = []
-    for result in answer.results:
-        width, height = result.original_size
-        found = postprocess.regions(result.outputs[0], (width, height), min_area)
-        detections = [
-            {"class_id": r.class_id, "label": labels[r.class_id], "score": r.score, "box": list(r.box), "area": r.area}
-            for r in found
-        ]
-        results.append({"width": width, "height": height, "detections": detections})
-    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
-
-
-def encode_segment(answer: Answer) -> Encoded:
-    result = answer.results[0]
-    return Encoded(postprocess.mask_png(result.outputs[0], result.original_size), "image/png", _model_headers(answer))
 
 
 def image_size(variant: Variant) -> int:

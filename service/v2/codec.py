@@ -12,6 +12,7 @@ import base64
 import binascii
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ DATATYPES = frozenset(
     | {"FP16", "FP32", "FP64", "BF16", "BYTES"}
 )
 _LENGTH = struct.Struct("<I")
+_END = object()
 # Content-Encoding -> zlib window bits: gzip framing, or the zlib framing HTTP calls "deflate".
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -93,7 +95,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
 
 
 def fp32_array(tensor: InputTensor) -> np.ndarray:
-    """An FP32 input as a float32 array of its declared shape."""
+    """An FP32 input as a float32 array of its declared shape; NaN, infinities and JSON nulls are refused."""
     if tensor.raw is not None:
         expected = tensor.count * 4
         if len(tensor.raw) != expected:
@@ -102,14 +104,31 @@ def fp32_array(tensor: InputTensor) -> np.ndarray:
                 f"input {tensor.name!r} has {len(tensor.raw)} bytes of binary data; "
                 f"FP32 shape {list(tensor.shape)} needs {expected}",
             )
-        return np.frombuffer(tensor.raw, dtype="<f4").reshape(tensor.shape)
+        array = np.frombuffer(tensor.raw, dtype="<f4").reshape(tensor.shape)
+    else:
+        array = _json_fp32(tensor)
+    if not np.isfinite(array).all():
+        # A preprocessed image has finite values only; NaN would spread through every layer into the answer.
+        raise ServiceError(400, f"input {tensor.name!r} holds NaN, an infinity or null; send finite numbers")
+    return array
+
+
+def _at_most(found: int, needed: int) -> str:
+    """How many values were found, where counting stopped one past what the shape needs."""
+    return f"more than {needed}" if found > needed else str(found)
+
+
+def _json_fp32(tensor: InputTensor) -> np.ndarray:
+    values = _flatten(tensor.data, tensor)
     try:
-        array = np.asarray(tensor.data, dtype=np.float32)
+        array = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ServiceError(400, f"input {tensor.name!r}: data is not an array of numbers ({exc})") from exc
     if array.size != tensor.count:
         raise ServiceError(
-            400, f"input {tensor.name!r} has {array.size} values; shape {list(tensor.shape)} needs {tensor.count}"
+            400,
+            f"input {tensor.name!r} has {_at_most(array.size, tensor.count)} values; "
+            f"shape {list(tensor.shape)} needs {tensor.count}",
         )
     return array.reshape(tensor.shape)
 
@@ -120,7 +139,8 @@ def bytes_elements(tensor: InputTensor) -> list[bytes]:
     if len(elements) != tensor.count:
         raise ServiceError(
             400,
-            f"input {tensor.name!r} has {len(elements)} elements; shape {list(tensor.shape)} needs {tensor.count}",
+            f"input {tensor.name!r} has {_at_most(len(elements), tensor.count)} elements; "
+            f"shape {list(tensor.shape)} needs {tensor.count}",
         )
     return elements
 
@@ -216,11 +236,12 @@ def _attach_data(inputs: list[RequestInput], binary: bytes) -> list[InputTensor]
 
 
 def _unpack_bytes(tensor: InputTensor) -> list[bytes]:
+    """The elements, up to one more than the shape needs: a body of millions of empty ones is not walked."""
     raw = tensor.raw
     assert raw is not None
     elements: list[bytes] = []
     offset = 0
-    while offset < len(raw):
+    while offset < len(raw) and len(elements) <= tensor.count:
         if offset + 4 > len(raw):
             raise ServiceError(400, f"input {tensor.name!r}: binary BYTES data ends inside an element's length")
         (length,) = _LENGTH.unpack_from(raw, offset)
@@ -233,9 +254,8 @@ def _unpack_bytes(tensor: InputTensor) -> list[bytes]:
 
 
 def _base64_elements(tensor: InputTensor) -> list[bytes]:
-    values = _flatten(tensor.data)
     elements: list[bytes] = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(_flatten(tensor.data, tensor)):
         if not isinstance(value, str):
             raise ServiceError(400, f"input {tensor.name!r}: element {index} is not a string")
         try:
@@ -249,12 +269,25 @@ def _base64_elements(tensor: InputTensor) -> list[bytes]:
     return elements
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+def _flatten(data: Any, tensor: InputTensor) -> list[Any]:
+    """The JSON data's values in row-major order, nested as deep as the shape at most, and one more than it needs.
+
+    Without recursion: the depth of the data is the client's to choose.
+    """
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    limit = max(1, len(tensor.shape))
+    stack: list[tuple[Iterator[Any], int]] = [(iter([data]), 0)]
+    while stack and len(flat) <= tensor.count:
+        items, depth = stack[-1]
+        value = next(items, _END)
+        if value is _END:
+            stack.pop()
+        elif not isinstance(value, list):
+            flat.append(value)
+        elif depth >= limit:
+            raise ServiceError(400, f"input {tensor.name!r}: data is nested deeper than its shape {list(tensor.shape)}")
+        else:
+            stack.append((iter(value), depth + 1))
     return flat
 
 

@@ -8,6 +8,7 @@ batch queue on its own, so V2 and REST requests share ONNX Runtime runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from .schemas import InferenceRequest, InputTensor, OutputTensor
 LABELLED = frozenset({"logits", PROBABILITIES})
 # Converting a big tensor from JSON takes milliseconds: past this many values it runs in the codec pool.
 OFFLOAD_VALUES = 64 * 1024
+# An upper estimate of a float32 in JSON, as orjson writes it ("-0.12345678," is 12 characters).
+JSON_BYTES_PER_VALUE = 16
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,14 @@ class RequestedOutput:
 
 
 async def infer(
-    core: Core, model: LoadedModel, request: InferenceRequest, inputs: list[InputTensor], started: float
+    core: Core,
+    model: LoadedModel,
+    request: InferenceRequest,
+    inputs: list[InputTensor],
+    started: float,
+    offload: bool,
 ) -> list[OutputTensor]:
+    """The requested outputs; `offload` converts the inputs in the codec pool (a large body's can take seconds)."""
     if len(inputs) != 1:
         names = ", ".join(repr(t.name) for t in inputs)
         raise ServiceError(400, f"send exactly one input, {IMAGE!r} or {IMAGE_BYTES!r}; got {names}")
@@ -47,15 +56,17 @@ async def infer(
     specs = v2_outputs(variant)
     sources = tuple(o for o in OUTPUT_ORDER if any(specs[r.name].source == o for r in requested))
     tensor = inputs[0]
-    images: list[np.ndarray] | list[bytes]
+    images: Sequence[bytes | np.ndarray]
     if tensor.name == IMAGE:
-        images, resolution = await _preprocessed(core, variant, tensor, request.parameters)
+        images, resolution = await _preprocessed(core, variant, tensor, request.parameters, offload)
     elif tensor.name == IMAGE_BYTES:
-        images, resolution = _encoded(core, variant, tensor, request.parameters)
+        images, resolution = await _encoded(core, variant, tensor, request.parameters, offload)
     else:
         raise ServiceError(400, f"unknown input {tensor.name!r}; {variant.name} takes {IMAGE!r} or {IMAGE_BYTES!r}")
     results = await core.run(model, images, resolution, sources, started)
-    return [_output_tensor(r, results, sources, variant) for r in requested]
+    outputs = [_output_tensor(r, results, sources, variant) for r in requested]
+    _check_response_size(outputs, core.settings.max_response_bytes)
+    return outputs
 
 
 def requested_outputs(request: InferenceRequest, variant: Variant) -> list[RequestedOutput]:
@@ -63,10 +74,12 @@ def requested_outputs(request: InferenceRequest, variant: Variant) -> list[Reque
     specs = v2_outputs(variant)
     if not request.outputs:
         return [RequestedOutput(name, default_binary, None) for name in default_outputs(variant)]
-    requested = []
+    requested: list[RequestedOutput] = []
     for output in request.outputs:
         if output.name not in specs:
             raise ServiceError(400, f"unknown output {output.name!r}; {variant.name} offers {', '.join(specs)}")
+        if any(r.name == output.name for r in requested):
+            raise ServiceError(400, f"output {output.name!r} is requested more than once")
         if any(key.startswith("shared_memory") for key in output.parameters):
             raise ServiceError(400, f"output {output.name!r}: shared memory is not supported by this server")
         binary = output.parameters.get("binary_data")
@@ -82,7 +95,7 @@ def requested_outputs(request: InferenceRequest, variant: Variant) -> list[Reque
 
 
 async def _preprocessed(
-    core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any]
+    core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any], offload: bool
 ) -> tuple[list[np.ndarray], int]:
     """The FP32 input's images, already preprocessed, and their size."""
     _check_datatype(tensor, "FP32")
@@ -97,21 +110,24 @@ async def _preprocessed(
     requested = parameters.get("resolution")
     if requested is not None and requested != shape[2]:
         raise ServiceError(400, f"parameter resolution={requested!r} contradicts the input's size {shape[2]}")
-    if tensor.raw is None and tensor.count > OFFLOAD_VALUES:
+    if offload or (tensor.raw is None and tensor.count > OFFLOAD_VALUES):
         batch = await core.in_pool(codec.fp32_array, tensor)
     else:
         batch = codec.fp32_array(tensor)
     return list(batch), shape[2]
 
 
-def _encoded(core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any]) -> tuple[list[bytes], int]:
+async def _encoded(
+    core: Core, variant: Variant, tensor: InputTensor, parameters: dict[str, Any], offload: bool
+) -> tuple[list[bytes], int]:
     """The BYTES input's encoded images, and the size to preprocess them to."""
     _check_datatype(tensor, "BYTES")
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise ServiceError(400, f"input {IMAGE_BYTES!r} has shape {list(tensor.shape)}; it takes [N, 1] or [N]")
     _check_batch(core, tensor.shape[0])
     resolution = resolution_for(variant, parameters.get("resolution"), status=400)
-    return codec.bytes_elements(tensor), resolution
+    images = await core.in_pool(codec.bytes_elements, tensor) if offload else codec.bytes_elements(tensor)
+    return images, resolution
 
 
 def _output_tensor(
@@ -124,6 +140,23 @@ def _output_tensor(
     if requested.classification is None:
         return OutputTensor(requested.name, "FP32", value, value.shape, requested.binary)
     return codec.classification(requested.name, value, requested.classification, variant.labels, requested.binary)
+
+
+def _check_response_size(outputs: list[OutputTensor], limit: int) -> None:
+    """Refuse an answer whose serialised size, estimated from its values, is over `limit` bytes."""
+    size = 0
+    for output in outputs:
+        if isinstance(output.value, np.ndarray):
+            size += output.value.size * (4 if output.binary else JSON_BYTES_PER_VALUE)
+        else:
+            size += sum(len(element) + 4 for element in output.value)
+    if size > limit:
+        raise ServiceError(
+            400,
+            f"the response would be about {size} bytes, over the server's limit of {limit} (max_response_bytes); "
+            "ask for fewer images or outputs, or for binary data",
+            code="response_too_large",
+        )
 
 
 def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:

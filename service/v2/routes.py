@@ -104,11 +104,12 @@ async def infer(request: Request, name: ModelName) -> Response:
     model = _loaded(request, name)
     body = codec.decompress(await request.body(), request.headers.get("content-encoding"), core.settings.max_body_bytes)
     header_length = request.headers.get(codec.HEADER_LENGTH)
-    if len(body) > OFFLOAD_BYTES:
+    offload = len(body) > OFFLOAD_BYTES
+    if offload:
         parsed, inputs = await core.in_pool(codec.parse_request, body, header_length)
     else:
         parsed, inputs = codec.parse_request(body, header_length)
-    outputs = await run_inference(core, model, parsed, inputs, started)
+    outputs = await run_inference(core, model, parsed, inputs, started, offload)
     arguments = (model.variant.name, MODEL_VERSION, parsed.id, outputs)
     if sum(o.value.size for o in outputs if isinstance(o.value, np.ndarray) and not o.binary) > OFFLOAD_VALUES:
         payload, json_length = await core.in_pool(codec.encode_response, *arguments)

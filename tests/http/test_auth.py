@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from support import IMAGES, V1_SMALL, wait_until_app_ready
+from support import IMAGES, V1_SMALL, metric_value, wait_until_app_ready
 
 from service.app import create_app
 from service.config import Settings
@@ -51,6 +51,10 @@ def test_accepted_with_the_key(client: TestClient, headers: dict[str, str]) -> N
     assert client.get("/v1/models", headers=headers).status_code == 200
 
 
-def test_refusals_are_counted(client: TestClient) -> None:
+def test_refusals_are_counted_under_the_route_they_were_sent_to(client: TestClient) -> None:
     classify(client, {})
-    assert 'code="401"' in client.get("/metrics").text
+    client.get(f"/v2/models/{V1_SMALL}/config")
+    text = client.get("/metrics").text
+    assert metric_value(text, "mobilenet_requests_total", endpoint="/classify", code="401") >= 1
+    assert metric_value(text, "mobilenet_requests_total", endpoint="/v2/models/{name}/config", code="401") >= 1
+    assert metric_value(text, "mobilenet_requests_total", endpoint="unmatched", code="401") == 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from harness import ServerProcess
+from hostile_images import bmp_rle8, corrupt_png, jpeg_with_scans, png_with_chunks, tiff_with_strips
 from PIL import Image
 from support import DEEPLAB, HOTDOG, MACAW, TV_INT8, V1, encode, image_bytes, top1
 
@@ -184,3 +187,41 @@ def test_bad_requests_do_not_disturb_good_ones(client: httpx.Client, server) -> 
             assert future.result().status_code == 400
     assert client.get("/readyz").status_code == 200
     assert top1(post(client, parrot, model=V1).json()) == MACAW
+
+
+@pytest.mark.parametrize(
+    "build, content_type, status, fragment",
+    [
+        (lambda: jpeg_with_scans(2_000), "image/jpeg", 400, "scans"),
+        (lambda: png_with_chunks(200_000), "image/png", 400, "chunks"),
+        (lambda: bmp_rle8(4, 6320), "image/bmp", 415, "RLE8"),
+        (lambda: tiff_with_strips(100_000), "image/tiff", 400, "strips"),
+    ],
+    ids=["jpeg-scans", "png-chunks", "bmp-rle", "tiff-strips"],
+)
+def test_images_built_to_decode_slowly_are_refused_at_once(
+    client: httpx.Client, build: Callable[[], bytes], content_type: str, status: int, fragment: str
+) -> None:
+    started = time.perf_counter()
+    assert_error(post(client, build(), content_type), status, fragment)
+    assert time.perf_counter() - started < 2.0  # the refusal itself; decoding them took seconds
+
+
+def test_a_png_corrupted_mid_stream_is_refused(client: httpx.Client) -> None:
+    assert_error(post(client, corrupt_png(), "image/png"), 400, "corrupt")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_it_queues(server: ServerProcess) -> None:
+    """Behind seconds of queued DeepLab work, an oversized image is refused at once, not after the queue."""
+    honest = image_bytes("pets.jpg")
+    with server.client() as http, ThreadPoolExecutor(24) as pool:
+        busy = [pool.submit(post, http, honest, path="/detect") for _ in range(24)]
+        time.sleep(0.3)
+        started = time.perf_counter()
+        refused = post(http, png_declaring(10_000, 5_000), "image/png", path="/detect")
+        elapsed = time.perf_counter() - started
+        finished_before = sum(f.done() for f in busy)
+        assert all(f.result().status_code == 200 for f in busy)
+    assert_error(refused, 413, "over the limit")
+    assert finished_before < len(busy), "the queue had drained: nothing was measured"
+    assert elapsed < 0.5, elapsed

@@ -119,4 +119,3 @@ def test_request_past_its_deadline_gets_504(tight_server: ServerProcess) -> None
         assert response.status_code == 504, response.text
         assert "deadline" in response.json()["error"]["message"]
         assert http.get("/readyz").status_code == 200
-

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,6 +242,11 @@ ERROR_CASES = [
     infer_case("not-an-image", encoded_json(base64.b64encode(b"no image").decode())),
     infer_case("bad-resolution", encoded_json(b64("parrot.jpg")), parameters={"resolution": 100}),
     infer_case("bad-flag", image_json([1, 3, 96, 96]), parameters={"binary_data_output": "yes"}),
+    infer_case("overflows-fp32", {**image_json([1, 3, 96, 96]), "data": [1e39] + [0.0] * (3 * 96 * 96 - 1)}),
+    infer_case("null", {**image_json([1, 3, 96, 96]), "data": [None] + [0.0] * (3 * 96 * 96 - 1)}),
+    infer_case("nested-deeper-than-the-shape", {**encoded_json(b64("parrot.jpg")), "data": [[[b64("parrot.jpg")]]]}),
+    infer_case("too-many-elements", {**encoded_json(b64("parrot.jpg")), "data": [""] * 100_000}),
+    infer_case("duplicate-output", image_json([1, 3, 96, 96]), outputs=[{"name": "logits"}, {"name": "logits"}]),
 ]
 
 
@@ -367,3 +373,67 @@ def test_perf_analyzer_measures_without_errors(
 def served_v2_requests(server: ServerProcess) -> float:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     return metric_value(text, "mobilenet_requests_total", endpoint=INFER, model=V1, code="200")
+
+
+def test_nonfinite_binary_fp32_is_refused(v2: triton.InferenceServerClient) -> None:
+    batch = preprocessed(("parrot.jpg",), resolution=96)
+    batch[0, 0, 0, 0] = np.inf
+    with pytest.raises(InferenceServerException) as raised:
+        v2.infer(TV_FP32, [fp32_input(batch, True)])
+    assert raised.value.status() == "400" and "finite" in raised.value.message()
+
+
+def test_millions_of_empty_binary_elements_are_refused_without_blocking_the_loop(server: ServerProcess) -> None:
+    """20 MB of zero-length BYTES elements: counted only up to what the shape needs, in the codec pool."""
+    raw = b"\0\0\0\0" * (3 * 1024 * 1024 // 4)
+    parameters = {"binary_data_size": len(raw)}
+    tensor = {"name": "image_bytes", "shape": [1, 1], "datatype": "BYTES", "parameters": parameters}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    slowest = 0.0
+    stop = threading.Event()
+
+    def probe() -> None:
+        nonlocal slowest
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                http.get("/healthz")
+                slowest = max(slowest, time.perf_counter() - started)
+                time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        response = httpx.post(
+            server.url + INFER.format(name=TV_FP32),
+            content=header + raw,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        prober.join()
+    assert response.status_code == 400 and "more than 1 elements" in response.json()["error"], response.text
+    assert slowest < 0.5, slowest
+
+
+def test_an_answer_over_the_response_limit_is_refused_before_it_is_serialised() -> None:
+    settings = Settings(models=[V1_SMALL], default_model=V1_SMALL, intra_op_threads=1, max_response_bytes=100_000)
+    body = {
+        "inputs": [encoded_json(b64("parrot.jpg"), b64("cat.png"))],
+        "outputs": [{"name": "features_s8"}, {"name": "logits"}],
+    }
+    with TestClient(create_app(settings)) as http:
+        wait_until_app_ready(http)
+        refused = http.post(INFER.format(name=V1_SMALL), json=body)
+        assert refused.status_code == 400, refused.text
+        assert "max_response_bytes" in refused.json()["error"]
+        small = http.post(INFER.format(name=V1_SMALL), json={**body, "outputs": [{"name": "logits"}]})
+        assert small.status_code == 200, small.text
+
+
+def test_data_nested_a_thousand_deep_is_refused(server: ServerProcess) -> None:
+    data = "[" * 1000 + '"eA=="' + "]" * 1000
+    body = '{"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": %s}]}' % data
+    response = httpx.post(server.url + INFER.format(name=TV_FP32), content=body, timeout=60)
+    assert response.status_code == 400 and "nested deeper" in response.json()["error"], response.text

@@ -1,0 +1,100 @@
+"""Decoder processes: the same tensors as decoding in process, killed and replaced past their budget."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+from support import IMAGES, PHOTOS, STORE, TV_INT8, V1_SMALL
+
+from service.decoders import DecoderPool
+from service.errors import ServiceError
+from service.preprocess import prepare
+from service.store import parse_variant
+
+SPECS = [parse_variant(STORE / name).preprocess for name in (V1_SMALL, TV_INT8)]
+MAX_PIXELS = 40_000_000
+
+
+@pytest.fixture()
+def restarts() -> list[tuple[str, str]]:
+    return []
+
+
+def _pool(restarts: list[tuple[str, str]], budget: float = 5.0, **options: int) -> DecoderPool:
+    return DecoderPool(1, MAX_PIXELS, budget, None, lambda model, reason: restarts.append((model, reason)), **options)
+
+
+@pytest.fixture()
+def pool(restarts: list[tuple[str, str]]) -> Iterator[DecoderPool]:
+    decoders = _pool(restarts)
+    yield decoders
+    decoders.close()
+
+
+def _slow_png() -> bytes:
+    """36 million pixels of one colour: 120 KB that take about 0.4 s to decode."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(buffer, "PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["tf-slim", "torchvision"])
+def test_the_pixels_equal_decoding_in_process(pool: DecoderPool, spec: object) -> None:
+    for name in PHOTOS:
+        data = (IMAGES / name).read_bytes()
+        tensor, size = pool.decoder(0).prepare(data, spec, 224, "m")  # type: ignore[arg-type]
+        expected = prepare(data, spec, 224, MAX_PIXELS)  # type: ignore[arg-type]
+        assert np.array_equal(tensor, expected.tensor), name
+        assert size == expected.original_size
+
+
+def test_a_refusal_in_the_decoder_is_the_same_error(pool: DecoderPool, restarts: list[tuple[str, str]]) -> None:
+    with pytest.raises(ServiceError) as caught:
+        pool.decoder(0).prepare(b"not an image at all", SPECS[0], 128, "m")
+    assert caught.value.status == 400 and caught.value.code == "bad_image"
+    assert restarts == []
+
+
+def test_an_image_over_the_budget_kills_the_decoder_and_the_next_image_is_served(
+    restarts: list[tuple[str, str]],
+) -> None:
+    decoders = _pool(restarts, budget=0.05)
+    try:
+        with pytest.raises(ServiceError) as caught:
+            decoders.decoder(0).prepare(_slow_png(), SPECS[0], 128, "m")
+        assert caught.value.status == 400 and caught.value.code == "image_too_costly"
+        assert restarts == [("m", "budget")]
+        pixels, _ = decoders.decoder(0).prepare((IMAGES / "cat.png").read_bytes(), SPECS[0], 128, "m")
+        assert pixels.shape == (3, 128, 128)
+    finally:
+        decoders.close()
+
+
+def test_a_decoder_that_died_between_images_is_replaced_without_failing_the_next(
+    pool: DecoderPool, restarts: list[tuple[str, str]]
+) -> None:
+    decoder = pool.decoder(0)
+    process = decoder._process
+    assert process is not None and process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(5)
+    pixels, _ = decoder.prepare((IMAGES / "cat.png").read_bytes(), SPECS[0], 128, "m")
+    assert pixels.shape == (3, 128, 128)
+    assert restarts == [("m", "crashed")]
+
+
+def test_a_decoder_over_its_memory_limit_retires_after_answering(restarts: list[tuple[str, str]]) -> None:
+    decoders = _pool(restarts, retire_rss_bytes=1)
+    try:
+        for _ in range(2):
+            pixels, _ = decoders.decoder(0).prepare((IMAGES / "cat.png").read_bytes(), SPECS[0], 128, "m")
+            assert pixels.shape == (3, 128, 128)
+        assert restarts == [("m", "memory"), ("m", "memory")]
+    finally:
+        decoders.close()
