@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from .app import create_app
 from .config import Settings
+from .connections import ConnectionLimits, descriptors_for, guarded_protocol
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mobilenet-serve: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     logging.config.dictConfig(logging_config(settings.log_level))
+    descriptors_for(settings.max_connections)
+    limits = ConnectionLimits(
+        settings.max_connections,
+        settings.max_header_bytes,
+        settings.header_timeout_seconds,
+        settings.body_timeout_seconds,
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        http=guarded_protocol(limits),
         server_header=False,
     )
 

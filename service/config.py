@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     # proxy and load balancer in front (httpx 5 s, nginx upstream and AWS ALB 60 s): when the server closes
     # first, a request sent on the connection at that instant meets a TCP reset and no answer.
     keep_alive_timeout_seconds: int = Field(default=75, ge=1)
+    # Past this many open connections a new one is answered 503 and closed at once, so that no number of
+    # half-open connections can use up the process's file descriptors.
+    max_connections: int = Field(default=1000, ge=1)
+    # A request line and headers larger than this get 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A request's headers must arrive within this of its first byte (408 otherwise), and its body within
+    # `body_timeout_seconds` of its headers (the connection is closed otherwise).
+    header_timeout_seconds: float = Field(default=10.0, gt=0.0)
+    body_timeout_seconds: float = Field(default=60.0, gt=0.0)
     # How often the loaded models' files are checked against their manifests; 0 turns the check off.
     store_check_interval_seconds: float = Field(default=30.0, ge=0.0)
     default_batching: BatchingConfig = BatchingConfig()

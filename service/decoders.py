@@ -36,7 +36,6 @@ RETIRE_RSS_BYTES = 512 * 1024 * 1024
 SHARED_BYTES = 3 * 1024 * 1024 * 4
 # How long a new decoder process may take to import Pillow and numpy and say it is ready.
 START_SECONDS = 30.0
-_SHARED_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The directory that holds the `service` package, for a process started from any working directory.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -87,7 +86,7 @@ class Decoder:
         self._on_restart = on_restart
         self._lock = threading.Lock()
         self._closed = False
-        self._shared_file = tempfile.NamedTemporaryFile(prefix="mobilenet-decoder-", dir=_SHARED_DIR)  # noqa: SIM115
+        self._shared_file = _shared_file()
         self._shared_file.truncate(SHARED_BYTES)
         self._shared = mmap.mmap(self._shared_file.fileno(), SHARED_BYTES)
         self._process: subprocess.Popen[bytes] | None = None
@@ -165,3 +164,11 @@ class Decoder:
         self._stop()
         self._on_restart(model, reason)
         self._start()
+
+
+def _shared_file() -> Any:
+    """A file in memory (/dev/shm) where there is one, else in the temporary directory (an emptyDir in the chart)."""
+    try:
+        return tempfile.NamedTemporaryFile(prefix="mobilenet-decoder-", dir="/dev/shm")  # noqa: SIM115
+    except OSError:
+        return tempfile.NamedTemporaryFile(prefix="mobilenet-decoder-")  # noqa: SIM115

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ JSON = "application/json"
 
 # A region smaller than this fraction of the image is noise at DeepLab's output stride, not an object.
 MIN_REGION_FRACTION = 0.001
+# The largest side regions are found at: twice DeepLab's 513-pixel mask, so no detail of it is lost.
+REGION_SIDE = 1026
 BACKGROUND_CLASS = 0
 # 8-connectivity: diagonal neighbours belong to the same region.
 _CONNECTIVITY = np.ones((3, 3), dtype=bool)
@@ -90,10 +93,19 @@ def resized_nearest(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float = MIN_REGION_FRACTION) -> list[Region]:
-    """Connected regions of each non-background class, as boxes in the original image of `size`."""
+    """Connected regions of each non-background class, as boxes in the original image of `size`.
+
+    The regions are found at `size` scaled down to at most REGION_SIDE pixels a side, never finer than
+    the model's own mask needs, so that a huge declared size costs no more than a moderate one; boxes
+    and areas are then scaled up to the original.
+    """
+    width, height = size
+    scale = min(1.0, REGION_SIDE / max(width, height))
+    work = (max(1, round(width * scale)), max(1, round(height * scale)))
+    sx, sy = width / work[0], height / work[1]
     probs = softmax(seg_logits, axis=0).astype(np.float32)
-    mask = resized_nearest(probs.argmax(axis=0).astype(np.uint8), size)
-    min_area = max(1, int(np.ceil(min_fraction * size[0] * size[1])))
+    mask = resized_nearest(probs.argmax(axis=0).astype(np.uint8), work)
+    min_area = max(1, int(np.ceil(min_fraction * work[0] * work[1])))
     found: list[Region] = []
     for class_id in np.unique(mask):
         if class_id == BACKGROUND_CLASS:
@@ -103,12 +115,17 @@ def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float =
         keep = [label for label in range(1, count + 1) if areas[label] >= min_area]
         if not keep:
             continue
-        means = ndimage.mean(resized_nearest(probs[class_id], size), labels, keep)
+        means = ndimage.mean(resized_nearest(probs[class_id], work), labels, keep)
         slices = ndimage.find_objects(labels)
         for label, mean in zip(keep, means, strict=True):
             rows, cols = slices[label - 1]
-            box = (int(cols.start), int(rows.start), int(cols.stop), int(rows.stop))
-            found.append(Region(int(class_id), float(mean), box, int(areas[label])))
+            box = (
+                int(cols.start * sx),
+                int(rows.start * sy),
+                min(width, math.ceil(cols.stop * sx)),
+                min(height, math.ceil(rows.stop * sy)),
+            )
+            found.append(Region(int(class_id), float(mean), box, round(int(areas[label]) * sx * sy)))
     found.sort(key=lambda region: region.score, reverse=True)
     return found
 

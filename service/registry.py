@@ -60,7 +60,7 @@ class Registry:
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
-        self._decoders = await asyncio.to_thread(self._start_decoders)
+        self._decoders = await asyncio.to_thread(start_decoders, self._settings, self._metrics)
         try:
             entries = await asyncio.to_thread(discover, self._settings.store)
         except StoreError as exc:
@@ -77,7 +77,8 @@ class Registry:
         for state in self.states.values():
             if state.status is Status.LOADING:
                 await self._load_one(state)
-        self._choose_defaults()
+        variants = [s.loaded.variant for s in self.states.values() if s.loaded is not None]
+        self.defaults = choose_defaults(variants, self._settings.default_model)
         loaded = self.loaded_names()
         failed = [f"{s.name} ({s.error})" for s in self.states.values() if s.status is Status.FAILED]
         if not loaded:
@@ -108,20 +109,6 @@ class Registry:
             self._decoders.close()
         for model in models:
             model.instances.close()
-
-    def _start_decoders(self) -> DecoderPool | None:
-        settings = self._settings
-        if not settings.decode_budget_seconds:
-            return None
-        cores = settings.intra_op_threads
-        restarts = self._metrics.decoder_restarts
-        return DecoderPool(
-            cores,
-            settings.max_image_pixels,
-            settings.decode_budget_seconds,
-            instance_cpus(cores, settings.pin_instances),
-            lambda model, reason: restarts.labels(model, reason).inc(),
-        )
 
     def _add(self, entry: StoreEntry, configured: bool) -> None:
         if entry.variant is None:
@@ -173,18 +160,41 @@ class Registry:
             raise StoreError(f"{variant.onnx_path.name} lacks the outputs {sorted(missing)} its tasks need")
         return session
 
-    def _choose_defaults(self) -> None:
-        loaded = [s.variant for s in self.states.values() if s.status is Status.LOADED and s.variant is not None]
-        for key, rule in DEFAULTS.items():
-            preferred = rule.preferred or self._settings.default_model
-            fitting = [
-                v.name
-                for v in loaded
-                if rule.needs in v.tasks and (rule.label_space is None or v.label_space == rule.label_space)
-            ]
-            if preferred in self.loaded_names():
-                self.defaults[key] = preferred
-                continue
-            self.defaults[key] = fitting[0] if fitting else None
-            if rule.preferred is None:
-                log.warning("default model %s is not loaded; using %s instead", preferred, self.defaults[key])
+
+def start_decoders(settings: Settings, metrics: Metrics) -> DecoderPool | None:
+    """One decoder process per core, or None where images are decoded on the instance threads."""
+    if not settings.decode_budget_seconds:
+        return None
+    cores = settings.intra_op_threads
+    restarts = metrics.decoder_restarts
+    try:
+        return DecoderPool(
+            cores,
+            settings.max_image_pixels,
+            settings.decode_budget_seconds,
+            instance_cpus(cores, settings.pin_instances),
+            lambda model, reason: restarts.labels(model, reason).inc(),
+        )
+    except OSError as exc:
+        log.error("cannot start decoder processes (%s); images are decoded on the instance threads, unbounded", exc)
+        return None
+
+
+def choose_defaults(loaded: list[Variant], default_model: str) -> dict[str, str | None]:
+    """The model each of DEFAULTS' rules names among the loaded variants (in store order), None where none fits."""
+    names = [variant.name for variant in loaded]
+    defaults: dict[str, str | None] = {}
+    for key, rule in DEFAULTS.items():
+        preferred = rule.preferred or default_model
+        if preferred in names:
+            defaults[key] = preferred
+            continue
+        fitting = [
+            v.name
+            for v in loaded
+            if rule.needs in v.tasks and (rule.label_space is None or v.label_space == rule.label_space)
+        ]
+        defaults[key] = fitting[0] if fitting else None
+        if rule.preferred is None:
+            log.warning("default model %s is not loaded; using %s instead", preferred, defaults[key])
+    return defaults

@@ -1,11 +1,10 @@
 """The decode budget over HTTP: an image that takes too long is refused, its core is freed, the rest is served.
 
-    python -m pytest tests/reliability/test_decode_budget.py
+python -m pytest tests/reliability/test_decode_budget.py
 """
 
 from __future__ import annotations
 
-import io
 import signal
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from harness import ServerProcess, running_server
-from PIL import Image
+from hostile_images import slow_png
 from support import V1_SMALL, image_bytes, metric_value
 
 BUDGET = 0.2
@@ -27,19 +26,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
-def _slow_png() -> bytes:
-    """36 million pixels of one colour: 120 KB that take about 0.4 s to decode, and pass every structural check."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(buffer, "PNG", compress_level=9)
-    return buffer.getvalue()
-
-
 def _classify(http: httpx.Client, data: bytes, content_type: str) -> httpx.Response:
     return http.post("/classify", content=data, headers={"Content-Type": content_type})
 
 
 def test_an_image_over_the_budget_is_refused_and_honest_images_keep_flowing(server: ServerProcess) -> None:
-    slow, honest = _slow_png(), image_bytes("parrot.jpg")
+    slow, honest = slow_png(), image_bytes("parrot.jpg")
     with server.client() as http, ThreadPoolExecutor(8) as pool:
         started = time.perf_counter()
         refused = pool.submit(_classify, http, slow, "image/png")
@@ -58,7 +50,7 @@ def test_sigterm_during_a_slow_decode_exits_within_the_grace(tmp_path_factory: p
     config = {"models": [V1_SMALL], "default_model": V1_SMALL, "decode_budget_seconds": 30, "shutdown_grace_seconds": 2}
     with running_server(tmp_path_factory.mktemp("sigterm"), config) as process, process.client() as http:
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_classify, http, _slow_png() * 1, "image/png")
+            pending = pool.submit(_classify, http, slow_png(), "image/png")
             time.sleep(0.1)
             started = time.perf_counter()
             process.process.send_signal(signal.SIGTERM)

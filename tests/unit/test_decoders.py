@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from PIL import Image
+from hostile_images import slow_png
 from support import IMAGES, PHOTOS, STORE, TV_INT8, V1_SMALL
 
 from service.decoders import DecoderPool
@@ -37,13 +36,6 @@ def pool(restarts: list[tuple[str, str]]) -> Iterator[DecoderPool]:
     decoders.close()
 
 
-def _slow_png() -> bytes:
-    """36 million pixels of one colour: 120 KB that take about 0.4 s to decode."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(buffer, "PNG", compress_level=9)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("spec", SPECS, ids=["tf-slim", "torchvision"])
 def test_the_pixels_equal_decoding_in_process(pool: DecoderPool, spec: object) -> None:
     for name in PHOTOS:
@@ -67,7 +59,7 @@ def test_an_image_over_the_budget_kills_the_decoder_and_the_next_image_is_served
     decoders = _pool(restarts, budget=0.05)
     try:
         with pytest.raises(ServiceError) as caught:
-            decoders.decoder(0).prepare(_slow_png(), SPECS[0], 128, "m")
+            decoders.decoder(0).prepare(slow_png(), SPECS[0], 128, "m")
         assert caught.value.status == 400 and caught.value.code == "image_too_costly"
         assert restarts == [("m", "budget")]
         pixels, _ = decoders.decoder(0).prepare((IMAGES / "cat.png").read_bytes(), SPECS[0], 128, "m")
