@@ -61,7 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     formats = ErrorFormats()
     formats.register(v2.PREFIX, v2.ERRORS)
     install_error_handlers(app, formats)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, formats=formats)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_buffered_bytes=settings.max_buffered_body_bytes,
+        formats=formats,
+    )
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), formats=formats)
     # FastAPI's own routes (the docs) and ours, which recent FastAPI keeps inside the routers it includes.

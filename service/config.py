@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Threads that parse V2 request bodies and encode large responses (NPZ, PNG masks), off the event loop.
     codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # The request bodies being received, all together; past it a new request gets 503 with Retry-After.
+    max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # Wall time one image's decoding may take in its decoder process before the process is killed; 0 decodes
     # on the instance threads themselves, which cannot be stopped.

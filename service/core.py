@@ -78,9 +78,14 @@ class Core:
             raise ServiceError(400, f"/{task.name} takes exactly one image, got {len(images)}", code="one_image_only")
         results = await self.run(model, list(images), resolution, task.outputs, started)
         answer = Answer(model.variant, resolution, results)
-        if task.encode_off_loop:
-            return await self.in_pool(lambda: task.encode(answer, **options))
-        return task.encode(answer, **options)
+        if not task.encode_off_loop:
+            return task.encode(answer, **options)
+        remaining = started + model.batcher.config.timeout_ms / 1000.0 - time.perf_counter()
+        try:
+            # The request's deadline covers its encoding too; a pool thread past it finishes unwatched.
+            return await asyncio.wait_for(self.in_pool(lambda: task.encode(answer, **options)), max(0.0, remaining))
+        except TimeoutError:
+            raise ServiceError(504, "the request's deadline passed while its answer was encoded") from None
 
     async def run(
         self,

@@ -106,12 +106,15 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit, whether declared by Content-Length or streamed chunked."""
+    """413 for a body over `max_body_bytes`; 503 while the bodies of the requests in progress add up past
+    `max_buffered_bytes`, so that many large uploads at once cannot buffer the memory away."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, formats: ErrorFormats) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_buffered_bytes: int, formats: ErrorFormats) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_buffered_bytes = max_buffered_bytes
         self.formats = formats
+        self._buffered = 0  # bytes of the bodies in progress: declared, or received so far when streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,26 +122,48 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await self._too_large(scope, receive, send)
+            await self._refuse(
+                scope, receive, send, ServiceError(413, self._message(), headers={"Connection": "close"})
+            )
             return
+        held = declared or 0
+        if self._buffered + held > self.max_buffered_bytes:
+            await self._refuse(scope, receive, send, self._busy())
+            return
+        self._buffered += held
         received = 0
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, held
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise ServiceError(413, self._message())
+                if received > held:  # streamed, or more than declared: account for it as it arrives
+                    if self._buffered + received - held > self.max_buffered_bytes:
+                        raise self._busy()
+                    self._buffered += received - held
+                    held = received
             return message
 
-        await self.app(scope, counting_receive, send)
+        try:
+            await self.app(scope, counting_receive, send)
+        finally:
+            self._buffered -= held
 
     def _message(self) -> str:
         return f"request body exceeds the limit of {self.max_body_bytes} bytes"
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = ServiceError(413, self._message(), headers={"Connection": "close"})
+    def _busy(self) -> ServiceError:
+        return ServiceError(
+            503,
+            f"the server is receiving {self.max_buffered_bytes} bytes of request bodies already; retry shortly",
+            code="too_much_buffered",
+            headers={"Retry-After": "1", "Connection": "close"},
+        )
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ServiceError) -> None:
         await self.formats.response(scope["path"], error)(scope, receive, send)
 
 

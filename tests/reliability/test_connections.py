@@ -1,4 +1,5 @@
-"""Connections a client opens and does not use: header size, read deadlines, idle time and a connection cap.
+"""Connections a client opens and does not use: header size, read deadlines, idle time, a connection cap, and
+the cap on request bodies in progress.
 
     python -m pytest tests/reliability/test_connections.py
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from harness import ServerProcess, running_server
-from support import V1_SMALL
+from support import V1_SMALL, image_bytes
 
 LIMITS = {
     "keep_alive_timeout_seconds": 1,
@@ -21,6 +22,8 @@ LIMITS = {
     "body_timeout_seconds": 1.0,
     "max_header_bytes": 8192,
     "max_connections": 100,
+    "max_body_bytes": 2_000_000,
+    "max_buffered_body_bytes": 3_000_000,
 }
 
 
@@ -110,3 +113,23 @@ def test_thousands_of_half_open_connections_get_503_and_the_server_keeps_serving
         for sock in sockets:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_bodies_in_progress_past_the_buffer_cap_get_503_until_they_finish(server: ServerProcess) -> None:
+    """Two 1.5 MB uploads held open fill the 3 MB cap: a third gets 503 at once; once they end, it is served."""
+    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1500000\r\n\r\n"
+    body = image_bytes("parrot.jpg")
+    holding = [_connect(server), _connect(server)]
+    try:
+        for sock in holding:
+            sock.sendall(head + b"\xff\xd8\xff")
+        time.sleep(0.2)
+        refused = httpx.post(server.url + "/classify", content=body, headers={"Content-Type": "image/jpeg"}, timeout=10)
+    finally:
+        for sock in holding:
+            sock.close()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+    assert refused.json()["error"]["code"] == "too_much_buffered"
+    time.sleep(0.3)
+    served = httpx.post(server.url + "/classify", content=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert served.status_code == 200, served.text
