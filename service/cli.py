@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from .app import create_app
 from .config import Settings
 from .connections import ConnectionLimits, descriptors_for, guarded_protocol
-from .memory import return_large_blocks
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -64,7 +63,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from exc
     logging.config.dictConfig(logging_config(settings.log_level))
     descriptors_for(settings.max_connections)
-    return_large_blocks()
     limits = ConnectionLimits(
         settings.max_connections,
         settings.max_header_bytes,

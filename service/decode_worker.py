@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .errors import ServiceError
-from .memory import return_large_blocks
 from .preprocess import prepare
 
 READY = "ready"
@@ -60,7 +59,6 @@ def _rss_bytes() -> int:
 
 def main(argv: list[str]) -> None:
     fd, shared_path, max_pixels, retire_rss_bytes = argv
-    return_large_blocks()
     with Path(shared_path).open("r+b") as handle:
         shared = mmap.mmap(handle.fileno(), 0)
     serve(Connection(int(fd)), shared, int(max_pixels), int(retire_rss_bytes))
