@@ -76,11 +76,11 @@ class Core:
         """Run a task on encoded images and encode its answer."""
         if task.max_images is not None and len(images) > task.max_images:
             raise ServiceError(400, f"/{task.name} takes exactly one image, got {len(images)}", code="one_image_only")
-        results = await self.run(model, list(images), resolution, task.outputs, started)
+        results = await self.run(model, images, resolution, task.outputs, started)
         answer = Answer(model.variant, resolution, results)
         if not task.encode_off_loop:
             return task.encode(answer, **options)
-        remaining = started + model.batcher.config.timeout_ms / 1000.0 - time.perf_counter()
+        remaining = _deadline(model, started) - time.perf_counter()
         try:
             # The request's deadline covers its encoding too; a pool thread past it finishes unwatched.
             return await asyncio.wait_for(self.in_pool(lambda: task.encode(answer, **options)), max(0.0, remaining))
@@ -96,10 +96,9 @@ class Core:
         started: float,
     ) -> list[ImageResult]:
         """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
-        batcher = model.batcher
-        deadline = started + batcher.config.timeout_ms / 1000.0
+        deadline = _deadline(model, started)
         jobs = [ImageJob(self._admitted(i, s), resolution, outputs) for i, s in enumerate(sources)]
-        futures = batcher.submit(jobs, (resolution, outputs), deadline)
+        futures = model.batcher.submit(jobs, (resolution, outputs), deadline)
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
         for future in pending:
             future.cancel()
@@ -128,6 +127,11 @@ class Core:
 
     def close(self) -> None:
         self._codec_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _deadline(model: LoadedModel, started: float) -> float:
+    """When a request that started at `started` must be answered: queueing, running and encoding included."""
+    return started + model.batcher.config.timeout_ms / 1000.0
 
 
 def resolution_for(variant: Variant, resolution: int | None, status: int = 422) -> int:

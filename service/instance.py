@@ -1,9 +1,9 @@
-"""A model's instances: threads that each decode a batch's images, stack them and run ONNX Runtime.
+"""A model's instances: threads that each have a batch's images decoded, stack them and run ONNX Runtime.
 
-Decoding happens on the instance thread right before the run: on a CPU that keeps each image in
-the cache of the core that runs it, and costs no hand-off between decoding and inference
-(docs/benchmarks.md, "Decode on the instance"). A batch that fails is rerun image by image, so only
-the culprit fails.
+Each image is decoded right before its run, on the instance's own core: in the decoder process pinned
+there (decoders.py), or on the instance thread itself when decoding has no budget. That keeps the
+tensor in the cache of the core that runs it (docs/benchmarks.md, "Decode on the instance"). A batch
+that fails is rerun image by image, so only the culprit fails.
 """
 
 from __future__ import annotations
