@@ -20,7 +20,7 @@ from ..instance import ImageResult
 from ..postprocess import softmax
 from ..registry import LoadedModel
 from ..store import Variant
-from ..tasks import OUTPUT_ORDER, PROBABILITIES, v2_outputs
+from ..tasks import OUTPUT_ORDER, PROBABILITIES, OutputSpec, v2_outputs
 from . import codec
 from .metadata import IMAGE, IMAGE_BYTES, default_outputs
 from .schemas import InferenceRequest, InputTensor, OutputTensor
@@ -52,8 +52,8 @@ async def infer(
         names = ", ".join(repr(t.name) for t in inputs)
         raise ServiceError(400, f"send exactly one input, {IMAGE!r} or {IMAGE_BYTES!r}; got {names}")
     variant = model.variant
-    requested = requested_outputs(request, variant)
     specs = v2_outputs(variant)
+    requested = requested_outputs(request, variant, specs)
     sources = tuple(o for o in OUTPUT_ORDER if any(specs[r.name].source == o for r in requested))
     tensor = inputs[0]
     images: Sequence[bytes | np.ndarray]
@@ -64,14 +64,16 @@ async def infer(
     else:
         raise ServiceError(400, f"unknown input {tensor.name!r}; {variant.name} takes {IMAGE!r} or {IMAGE_BYTES!r}")
     results = await core.run(model, images, resolution, sources, started)
-    outputs = [_output_tensor(r, results, sources, variant) for r in requested]
+    outputs = [_output_tensor(r, results, sources, specs[r.name].source, variant) for r in requested]
     _check_response_size(outputs, core.settings.max_response_bytes)
     return outputs
 
 
-def requested_outputs(request: InferenceRequest, variant: Variant) -> list[RequestedOutput]:
+def requested_outputs(
+    request: InferenceRequest, variant: Variant, specs: dict[str, OutputSpec]
+) -> list[RequestedOutput]:
+    """The outputs a request asks for, checked against the variant's `specs` (its V2 outputs)."""
     default_binary = _flag(request.parameters, "binary_data_output", "request parameter")
-    specs = v2_outputs(variant)
     if not request.outputs:
         return [RequestedOutput(name, default_binary, None) for name in default_outputs(variant)]
     requested: list[RequestedOutput] = []
@@ -131,9 +133,8 @@ async def _encoded(
 
 
 def _output_tensor(
-    requested: RequestedOutput, results: list[ImageResult], sources: tuple[str, ...], variant: Variant
+    requested: RequestedOutput, results: list[ImageResult], sources: tuple[str, ...], source: str, variant: Variant
 ) -> OutputTensor:
-    source = v2_outputs(variant)[requested.name].source
     value = np.stack([result.outputs[sources.index(source)] for result in results])
     if requested.name == PROBABILITIES:
         value = softmax(value, axis=1).astype(np.float32)
