@@ -139,7 +139,7 @@ class Baseline:
 
     def __init__(self, model: str, threads: int, instances: int) -> None:
         self.variant = parse_variant(STORE / model)
-        self.session = ModelSession(self.variant.onnx_path, threads, instances)
+        self.session = ModelSession(self.variant.onnx_path, threads)
         self.instances = instances
         self.pool = ThreadPoolExecutor(max_workers=instances)
         self.outputs = TASKS["classify"].outputs

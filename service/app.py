@@ -13,6 +13,7 @@ from . import __version__, rest, rest_status, v2
 from .config import Settings
 from .core import Core
 from .error_handlers import ErrorFormats, install_error_handlers
+from .heap_trim import PeriodicTrim
 from .metrics import Metrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from .registry import Registry
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _watch_when_loaded(loading, StoreWatch(registry, metrics), settings.store_check_interval_seconds),
             name="watch-store",
         )
+        trimming = PeriodicTrim(settings.heap_trim_interval_seconds) if settings.heap_trim_interval_seconds else None
+        if trimming is not None:
+            trimming.start()
         try:
             yield
         finally:
@@ -48,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(loading, watching, return_exceptions=True)
+            if trimming is not None:
+                trimming.stop()
             await registry.close(settings.shutdown_grace_seconds)
             core.close()
             log.info("shut down")

@@ -1,6 +1,7 @@
 """A dynamic batch queue that knows nothing of models: admission, batch formation, deadlines, Retry-After.
 
-As in Triton, a batch closes when it holds `max_batch_size` items or when its oldest item has waited
+As in Triton, a batch closes when it holds `max_batch_size` items (fewer where `batch_limit` says so for
+its key) or when its oldest item has waited
 `max_queue_delay_ms`, and `instances` batches run at the same time. While every instance is busy, up
 to one full batch per instance is handed out ahead to wait for one, so an instance that finishes
 starts its next batch at once instead of waiting for the event loop. Batches are handed out only from
@@ -82,12 +83,14 @@ class Batcher:
         run_batch: RunBatch,
         instances: int,
         report_depth: Callable[[int], None] = lambda depth: None,
+        batch_limit: Callable[[Hashable], int] | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._run_batch = run_batch
         self._instances = instances
         self._report_depth = report_depth
+        self._batch_limit = batch_limit or (lambda key: config.max_batch_size)
         self._queue: deque[Queued[Any]] = deque()
         # Batches handed out and not finished, in the order handed out: the first `instances` are running.
         self._handed_out: list[list[Queued[Any]]] = []
@@ -98,6 +101,11 @@ class Batcher:
         self._idle.set()
         self._closing = False
         self._pace = Pace()
+
+    @property
+    def in_flight(self) -> int:
+        """Items queued or handed out and not finished; from another thread, a close enough reading."""
+        return len(self._queue) + sum(len(batch) for batch in list(self._handed_out))
 
     def submit(self, payloads: list[Any], key: Hashable, deadline: float) -> list[asyncio.Future[Any]]:
         """Queue a request's items together, or refuse them all at once; each future gets one item's outcome."""
@@ -152,14 +160,15 @@ class Batcher:
             if first.abandoned:
                 self._queue.popleft()
                 continue
-            full = sum(1 for item in self._queue if item.key == first.key) >= self.config.max_batch_size
+            size = self._batch_limit(first.key)
+            full = sum(1 for item in self._queue if item.key == first.key) >= size
             if len(self._handed_out) >= self._instances and not full:
                 break  # every instance is busy: only a full batch is worth handing out ahead
             close_at = first.enqueued_at + self.config.max_queue_delay_ms / 1000.0
             if not full and time.perf_counter() < close_at:
                 self._timer = loop.call_at(loop.time() + close_at - time.perf_counter(), self._pump)
                 break
-            batch, self._queue = _take(self._queue, first.key, self.config.max_batch_size)
+            batch, self._queue = _take(self._queue, first.key, size)
             if batch:
                 alone = not self._handed_out
                 self._handed_out.append(batch)

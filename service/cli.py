@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .app import create_app
 from .config import Settings
 from .connections import ConnectionLimits, descriptors_for, guarded_protocol
+from .heap_trim import limit_arenas
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mobilenet-serve: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     logging.config.dictConfig(logging_config(settings.log_level))
+    limit_arenas()
     descriptors_for(settings.max_connections)
     limits = ConnectionLimits(
         settings.max_connections,

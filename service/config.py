@@ -31,6 +31,9 @@ class BatchingConfig(BaseModel):
     # On a CPU an image costs about the same in a batch of 1 or 32, so bigger batches only make a queued
     # image's wait, and so p99, longer (docs/benchmarks.md, "Batches of at most 4").
     max_batch_size: int = Field(default=4, ge=1, le=256)
+    # A batch is not interrupted once it runs, so its work is bounded too: at most this many multiply-adds
+    # (at the batch's resolution), and never less than one image. DeepLab at 513 (2.7 G) runs one at a time.
+    max_batch_macs: int = Field(default=4_000_000_000, ge=1)
     # 0: a free instance takes what is queued at once; on a CPU, waiting for a fuller batch leaves a core idle
     # (docs/benchmarks.md, "No queue delay").
     max_queue_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
@@ -52,9 +55,9 @@ class Settings(BaseSettings):
     default_model: str = PREFERRED_DEFAULT_MODEL
     # None means every variant in the store.
     models: Annotated[list[str] | None, NoDecode] = None
-    # Cores ONNX Runtime may use for one model: a lone batch uses them all, instances side by side share them.
+    # Cores the models share (cpu_shares.py): a batch alone uses them all, batches side by side one each.
     intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    # Pin each model's instance k to core k, when the process's CPU set has exactly one core per instance.
+    # Pin each batch to the core it was granted, when the process's CPU set has exactly intra_op_threads cores.
     pin_instances: bool = True
     # Threads that parse V2 request bodies and encode large responses (NPZ, PNG masks), off the event loop.
     codec_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     # Wall time one image's decoding may take in its decoder process before the process is killed; 0 decodes
     # on the instance threads themselves, which cannot be stopped.
     decode_budget_seconds: float = Field(default=1.0, ge=0.0)
+    # An image whose decode yields more pixels than this (a JPEG's after DCT downscaling) is decoded on its own,
+    # before it queues, with the CPU share of one image (service/large_images.py); 0 decodes all in batches.
+    large_image_pixels: int = Field(default=4 * 1024 * 1024, ge=0)
     max_images_per_request: int = Field(default=32, ge=1)
     # The largest V2 inference response, estimated before it is serialised; past it the request gets a 400.
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
@@ -84,6 +90,8 @@ class Settings(BaseSettings):
     # `body_timeout_seconds` of its headers (the connection is closed otherwise).
     header_timeout_seconds: float = Field(default=10.0, gt=0.0)
     body_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    # How often to check whether resident memory grew enough to give freed heap memory back (heap_trim.py); 0: never.
+    heap_trim_interval_seconds: float = Field(default=2.0, ge=0.0)
     # How often the loaded models' files are checked against their manifests; 0 turns the check off.
     store_check_interval_seconds: float = Field(default=30.0, ge=0.0)
     default_batching: BatchingConfig = BatchingConfig()

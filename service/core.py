@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from .config import Settings
 from .errors import ServiceError
@@ -97,7 +98,11 @@ class Core:
     ) -> list[ImageResult]:
         """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
         deadline = _deadline(model, started)
-        jobs = [ImageJob(self._admitted(i, s), resolution, outputs) for i, s in enumerate(sources)]
+        opened = [self._admitted(index, source) for index, source in enumerate(sources)]
+        jobs = [
+            await self._job(index, model, source, image, resolution, outputs, deadline)
+            for index, (source, image) in enumerate(zip(sources, opened, strict=True))
+        ]
         futures = model.batcher.submit(jobs, (resolution, outputs), deadline)
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
         for future in pending:
@@ -112,14 +117,36 @@ class Core:
             raise ServiceError(504, "the request's deadline passed before inference finished")
         return [future.result() for future in futures]
 
-    def _admitted(self, index: int, source: bytes | np.ndarray) -> bytes | np.ndarray:
-        """The source, once an encoded image's structure and declared size are checked: before it may queue."""
-        if isinstance(source, bytes):
-            try:
-                open_image(source, self.settings.max_image_pixels)
-            except ServiceError as error:
-                raise error.with_index(index) from None
-        return source
+    def _admitted(self, index: int, source: bytes | np.ndarray) -> Image.Image | None:
+        """An encoded image opened once its structure and declared size are checked: before it may queue."""
+        if not isinstance(source, bytes):
+            return None
+        try:
+            return open_image(source, self.settings.max_image_pixels)
+        except ServiceError as error:
+            raise error.with_index(index) from None
+
+    async def _job(
+        self,
+        index: int,
+        model: LoadedModel,
+        source: bytes | np.ndarray,
+        image: Image.Image | None,
+        resolution: int,
+        outputs: tuple[str, ...],
+        deadline: float,
+    ) -> ImageJob:
+        """The image's job for the batch queue: a large image is decoded first (large_images.py), the rest in batch."""
+        large = self.registry.large_images
+        spec = model.variant.preprocess
+        if image is None or large is None or not large.is_large(image, spec, resolution):
+            return ImageJob(source, resolution, outputs)
+        assert isinstance(source, bytes)
+        try:
+            tensor, size = await large.prepare(source, spec, resolution, model.variant.name, deadline)
+        except ServiceError as error:
+            raise error.with_index(index) if error.status < 500 else error from None
+        return ImageJob(tensor, resolution, outputs, size)
 
     async def in_pool(self, function: Callable[..., T], *args: Any) -> T:
         """CPU-heavy parsing or encoding, kept off the event loop."""

@@ -1,10 +1,9 @@
-"""Pin a model's instance threads to cores of their own, when the process owns exactly that many.
+"""Pin each batch to the core the CPU shares granted it, when the process owns exactly that many cores.
 
-Two instances that each decode and run their batches stay on their core and keep its caches warm
-instead of being moved between cores, which serves more images per second (docs/benchmarks.md,
-"Pinning"). Pinning is only safe when the process's CPU set is its own:
-a container limited by a CPU quota still sees every core of the node, and pinning every replica to
-the node's first cores would stack them there, so then nothing is pinned.
+A batch that is decoded and run on one core keeps its caches warm instead of being moved between cores,
+which serves more images per second (docs/benchmarks.md, "Pinning"). Pinning is only safe when the
+process's CPU set is its own: a container limited by a CPU quota still sees every core of the node, and
+pinning every replica to the node's first cores would stack them there, so then nothing is pinned.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 
 
 def instance_cpus(instances: int, enabled: bool) -> list[int] | None:
-    """The core for each instance, in order, or None where pinning does not apply."""
+    """The CPU of each of `instances` cores in order, or None where pinning does not apply."""
     if not enabled or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))

@@ -8,7 +8,6 @@ Pillow, numpy and the preprocessing, so that it starts in a fraction of a second
 from __future__ import annotations
 
 import mmap
-import os
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ServiceError
+from .heap_trim import DECODER_TRIM_ABOVE_BYTES, HeapTrimmer
 from .preprocess import prepare
 
 READY = "ready"
@@ -24,6 +24,7 @@ READY = "ready"
 
 def serve(conn: Connection, shared: mmap.mmap, max_pixels: int, retire_rss_bytes: int) -> None:
     """Answer images until the connection closes, or until this process has grown past `retire_rss_bytes`."""
+    trimmer = HeapTrimmer(DECODER_TRIM_ABOVE_BYTES)
     conn.send(READY)
     while True:
         try:
@@ -32,7 +33,7 @@ def serve(conn: Connection, shared: mmap.mmap, max_pixels: int, retire_rss_bytes
         except EOFError:
             return
         reply = _answer(data, spec, resolution, max_pixels, shared)
-        retiring = _rss_bytes() > retire_rss_bytes
+        retiring = trimmer.check() > retire_rss_bytes
         conn.send((reply[0], retiring, *reply[1:]))
         if retiring:
             return
@@ -50,11 +51,6 @@ def _answer(data: bytes, spec: Any, resolution: int, max_pixels: int, shared: mm
         return ("ok", tensor.shape, image.original_size, tensor.tobytes())
     np.frombuffer(shared, dtype=np.float32, count=tensor.size).reshape(tensor.shape)[...] = tensor
     return ("ok", tensor.shape, image.original_size, None)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main(argv: list[str]) -> None:

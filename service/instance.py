@@ -1,19 +1,18 @@
-"""A model's instances: threads that each have a batch's images decoded, stack them and run ONNX Runtime.
+"""A model's instances: threads that each take a core, have a batch's images decoded, stack them and run ONNX Runtime.
 
-Each image is decoded right before its run, on the instance's own core: in the decoder process pinned
-there (decoders.py), or on the instance thread itself when decoding has no budget. That keeps the
-tensor in the cache of the core that runs it (docs/benchmarks.md, "Decode on the instance"). A batch
-that fails is rerun image by image, so only the culprit fails.
+Each batch runs on a core granted by the CPU shares (cpu_shares.py), which are fair between models; its
+images are decoded right before its run, on that core: in the decoder process pinned there
+(decoders.py), or on the instance thread itself when decoding has no budget. That keeps the tensor in
+the cache of the core that runs it (docs/benchmarks.md, "Decode on the instance"). A batch that fails
+is rerun image by image, so only the culprit fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 
 from .batcher import BatchResult, Queued
 from .cpu_affinity import pin_this_thread
-from .decoders import DecoderPool
+from .cpu_shares import CpuShares
+from .decoders import Decoder, DecoderPool
 from .errors import ServiceError
 from .metrics import Metrics
 from .preprocess import prepare
@@ -39,6 +39,7 @@ class ImageJob:
     source: bytes | np.ndarray
     resolution: int
     outputs: tuple[str, ...]  # ONNX Runtime outputs, the same for every image of a batch
+    original_size: tuple[int, int] | None = None  # of the image a tensor was decoded from, where it was
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,17 @@ class ImageResult:
 
 
 class ModelSession:
-    """A model's ONNX Runtime sessions: a wide one for a run alone, a narrow one for runs side by side.
+    """A model's ONNX Runtime sessions: a wide one for a run granted every core, a narrow one for a run on one.
 
-    A lone run should use every core it may (`threads`); runs of several instances at once should
-    each use their share (`threads // instances`), since oversubscribed cores cost more than they
-    give. ONNX Runtime fixes the thread count per session, so the model keeps one session of each
-    width when they differ. `run` may be called from several threads at once.
+    A lone run should use every core it may (`threads`); a run granted one core should use only that
+    one, since oversubscribed cores cost more than they give. ONNX Runtime fixes the thread count per
+    session, so the model keeps one session of each width when they differ. `run` may be called from
+    several threads at once.
     """
 
-    def __init__(self, onnx_path: Path, threads: int, instances: int = 1) -> None:
+    def __init__(self, onnx_path: Path, threads: int) -> None:
         self._wide = open_session(onnx_path, threads)
-        narrow_threads = max(1, threads // max(1, instances))
-        self._narrow = self._wide if narrow_threads == threads else open_session(onnx_path, narrow_threads)
+        self._narrow = self._wide if threads == 1 else open_session(onnx_path, 1)
         inputs = self._wide.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(f"expected one input named {INPUT_NAME!r}, found {[i.name for i in inputs]}")
@@ -76,10 +76,10 @@ class ModelSession:
 
 
 class ModelInstances:
-    """Runs a model's batches on `instances` threads, pinned to cores of their own where `cpus` are given.
+    """Runs a model's batches on `instances` threads, each batch on the core the CPU shares grant it.
 
-    With `decoders`, thread k decodes in decoder process k, which is killed when an image takes longer
-    than its budget (see decoders.py); without, each thread decodes its images itself.
+    With `decoders`, a batch on core k decodes in decoder process k, which is killed when an image
+    takes longer than its budget (see decoders.py); without, the thread decodes its images itself.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class ModelInstances:
         instances: int,
         max_pixels: int,
         metrics: Metrics,
-        cpus: Sequence[int] | None = None,
+        shares: CpuShares,
         decoders: DecoderPool | None = None,
     ) -> None:
         self.instances = instances
@@ -98,13 +98,10 @@ class ModelInstances:
         self._session = session
         self._max_pixels = max_pixels
         self._metrics = metrics
-        self._cpus = cpus
+        self._shares = shares
         self._decoders = decoders
-        self._thread_index = itertools.count()
         self._local = threading.local()
-        self._executor = ThreadPoolExecutor(
-            max_workers=instances, thread_name_prefix=f"infer-{variant.name}", initializer=self._start_thread
-        )
+        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{variant.name}")
 
     def run_batch(self, batch: list[Queued[ImageJob]], alone: bool) -> asyncio.Future[BatchResult]:
         return asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch, alone)
@@ -118,15 +115,16 @@ class ModelInstances:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    def _start_thread(self) -> None:
-        index = next(self._thread_index)
-        if self._cpus:
-            pin_this_thread(self._cpus[index % len(self._cpus)])
-        if self._decoders is not None:
-            self._local.decoder = self._decoders.decoder(index)
-
     def _run(self, batch: list[Queued[ImageJob]], alone: bool) -> BatchResult:
-        """On an instance thread: decode each image, then run the decoded ones together."""
+        """On an instance thread: take a core, decode each image there, then run the decoded ones together."""
+        with self._shares.turn(self._name, whole=alone) as grant:
+            if grant.cpu is not None and getattr(self._local, "cpu", None) != grant.cpu:
+                pin_this_thread(grant.cpu)
+                self._local.cpu = grant.cpu
+            decoder = self._decoders.decoder(grant.slot) if self._decoders is not None else None
+            return self._run_on_core(batch, decoder, len(grant.slots) == self._shares.cores)
+
+    def _run_on_core(self, batch: list[Queued[ImageJob]], decoder: Decoder | None, alone: bool) -> BatchResult:
         started = time.perf_counter()
         # Measured here, not when the batch was handed out: a batch may have waited for this instance.
         wait = self._metrics.queue_wait.labels(self._name)
@@ -139,7 +137,7 @@ class ModelInstances:
                 outcomes.append(ServiceError(504, "the request's deadline passed while it was queued"))
                 continue
             try:
-                tensor, size = self._prepare(item.payload)
+                tensor, size = self._prepare(item.payload, decoder)
             except Exception as exc:
                 outcomes.append(exc)
                 continue
@@ -150,14 +148,14 @@ class ModelInstances:
             outcomes[index] = outcome
         return BatchResult(outcomes, time.perf_counter() - started)
 
-    def _prepare(self, job: ImageJob) -> tuple[np.ndarray, tuple[int, int]]:
+    def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int]]:
         if isinstance(job.source, np.ndarray):
-            return job.source, (job.resolution, job.resolution)
+            return job.source, job.original_size or (job.resolution, job.resolution)
         started = time.perf_counter()
         spec = self._variant.preprocess
         try:
-            if self._decoders is not None:
-                tensor, size = self._local.decoder.prepare(job.source, spec, job.resolution, self._name)
+            if decoder is not None:
+                tensor, size = decoder.prepare(job.source, spec, job.resolution, self._name)
             else:
                 image = prepare(job.source, spec, job.resolution, self._max_pixels)
                 tensor, size = image.tensor, image.original_size

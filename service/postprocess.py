@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,8 +104,8 @@ def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float =
     scale = min(1.0, REGION_SIDE / max(width, height))
     work = (max(1, round(width * scale)), max(1, round(height * scale)))
     sx, sy = width / work[0], height / work[1]
-    probs = softmax(seg_logits, axis=0).astype(np.float32)
-    mask = resized_nearest(probs.argmax(axis=0).astype(np.uint8), work)
+    class_probability = _class_probabilities(seg_logits)
+    mask = resized_nearest(seg_logits.argmax(axis=0).astype(np.uint8), work)
     min_area = max(1, int(np.ceil(min_fraction * work[0] * work[1])))
     found: list[Region] = []
     for class_id in np.unique(mask):
@@ -115,7 +116,7 @@ def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float =
         keep = [label for label in range(1, count + 1) if areas[label] >= min_area]
         if not keep:
             continue
-        means = ndimage.mean(resized_nearest(probs[class_id], work), labels, keep)
+        means = ndimage.mean(resized_nearest(class_probability(class_id), work), labels, keep)
         slices = ndimage.find_objects(labels)
         for label, mean in zip(keep, means, strict=True):
             rows, cols = slices[label - 1]
@@ -128,6 +129,18 @@ def regions(seg_logits: np.ndarray, size: tuple[int, int], min_fraction: float =
             found.append(Region(int(class_id), float(mean), box, round(int(areas[label]) * sx * sy)))
     found.sort(key=lambda region: region.score, reverse=True)
     return found
+
+
+def _class_probabilities(seg_logits: np.ndarray) -> Callable[[int], np.ndarray]:
+    """Each pixel's softmax probability of one class, computed for the classes asked for only.
+
+    In float32 and one class plane at a time, which takes a fraction of a float64 softmax of every plane.
+    """
+    top = seg_logits.max(axis=0)
+    total = np.zeros_like(top, dtype=np.float32)
+    for plane in seg_logits:
+        total += np.exp(plane - top, dtype=np.float32)
+    return lambda class_id: np.exp(seg_logits[class_id] - top, dtype=np.float32) / total
 
 
 def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:

@@ -60,9 +60,7 @@ def decode(
     image = source if isinstance(source, Image.Image) else open_image(source, max_pixels)
     stored_size = image.size
     if image.format in _JPEG_FORMATS:
-        # DCT-domain downscaling of big JPEGs (1/2, 1/4 or 1/8 scale) that keeps REDUCING_GAP times the
-        # pixels the resize needs, so the final filter still smooths: Pillow's thumbnail() trade-off.
-        needed = math.ceil(_decode_size_needed(spec, resolution) * REDUCING_GAP)
+        needed = _draft_size(spec, resolution)
         image.draft(image.mode, (needed, needed))
     try:
         # Before anything reads the EXIF: for a PNG that read loads the pixels, and a failure swallowed
@@ -76,6 +74,23 @@ def decode(
         return to_rgb(_orient(image)), original_size
     except Exception as exc:
         raise ServiceError(400, f"image data is truncated or corrupt ({exc})", code="bad_image") from exc
+
+
+def decoded_pixels(image: Image.Image, spec: PreprocessSpec, resolution: int) -> int:
+    """How many pixels decoding an opened image will produce: a JPEG's after DCT downscaling, as Pillow's draft does."""
+    width, height = image.size
+    if image.format not in _JPEG_FORMATS:
+        return width * height
+    needed = _draft_size(spec, resolution)
+    reduction = min(width // needed, height // needed)
+    scale = next((s for s in (8, 4, 2) if reduction >= s), 1)
+    return -(-width // scale) * -(-height // scale)
+
+
+def _draft_size(spec: PreprocessSpec, resolution: int) -> int:
+    # DCT-domain downscaling of big JPEGs (1/2, 1/4 or 1/8 scale) that keeps REDUCING_GAP times the
+    # pixels the resize needs, so the final filter still smooths: Pillow's thumbnail() trade-off.
+    return math.ceil(_decode_size_needed(spec, resolution) * REDUCING_GAP)
 
 
 def _orientation(image: Image.Image) -> int | None:

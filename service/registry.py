@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .batcher import Batcher
-from .config import Settings
+from .config import BatchingConfig, Settings
 from .cpu_affinity import instance_cpus
-from .decoders import DecoderPool
+from .cpu_shares import CpuShares
+from .decoders import Decoder, DecoderPool
 from .instance import ModelInstances, ModelSession
+from .large_images import NICE, LargeImages
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
 from .tasks import DEFAULTS, outputs_for
@@ -57,10 +60,14 @@ class Registry:
         # DEFAULTS' keys -> the model each names, None when no loaded model fits.
         self.defaults: dict[str, str | None] = dict.fromkeys(DEFAULTS)
         self._decoders: DecoderPool | None = None
+        cores = settings.intra_op_threads
+        self.shares = CpuShares(cores, instance_cpus(cores, settings.pin_instances))
+        self.large_images: LargeImages | None = None  # once load() has started the decoders
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
         self._decoders = await asyncio.to_thread(start_decoders, self._settings, self._metrics)
+        self.large_images = await asyncio.to_thread(start_large_images, self._settings, self._metrics)
         try:
             entries = await asyncio.to_thread(discover, self._settings.store)
         except StoreError as exc:
@@ -107,6 +114,8 @@ class Registry:
         # Decoders first: an instance thread waiting on a decode still in progress is answered at once.
         if self._decoders is not None:
             self._decoders.close()
+        if self.large_images is not None:
+            self.large_images.close()
         for model in models:
             model.instances.close()
 
@@ -133,32 +142,61 @@ class Registry:
     async def _open(self, variant: Variant) -> LoadedModel:
         config = self._settings.batching_for(variant.name)
         count = config.instances or 1  # batching_for has resolved it; `or 1` narrows the type
-        session = await asyncio.to_thread(self._open_session, variant, count)
-        cpus = instance_cpus(count, self._settings.pin_instances)
+        session = await asyncio.to_thread(self._open_session, variant)
         instances = ModelInstances(
-            variant, session, count, self._settings.max_image_pixels, self._metrics, cpus, self._decoders
+            variant, session, count, self._settings.max_image_pixels, self._metrics, self.shares, self._decoders
         )
         depth = self._metrics.queue_depth.labels(variant.name)
-        batcher = Batcher(variant.name, config, instances.run_batch, count, depth.set)
+        batcher = Batcher(variant.name, config, instances.run_batch, count, depth.set, _batch_limit(variant, config))
+        self.shares.add(variant.name, lambda: batcher.in_flight)
         try:
             # One run per output set a request can ask for: ONNX Runtime prepares each set on first use.
             for task in sorted(variant.tasks):
                 await instances.warm_up(outputs_for(task))
         except Exception:
+            self.shares.remove(variant.name)
             instances.close()
             raise
         return LoadedModel(variant, batcher, instances)
 
-    def _open_session(self, variant: Variant, instances: int) -> ModelSession:
+    def _open_session(self, variant: Variant) -> ModelSession:
         verify_onnx(variant)
         try:
-            session = ModelSession(variant.onnx_path, self._settings.intra_op_threads, instances)
+            session = ModelSession(variant.onnx_path, self._settings.intra_op_threads)
         except Exception as exc:
             raise StoreError(f"ONNX Runtime cannot load {variant.onnx_path.name}: {exc}") from exc
         missing = {o for task in variant.tasks for o in outputs_for(task)} - session.output_names
         if missing:
             raise StoreError(f"{variant.onnx_path.name} lacks the outputs {sorted(missing)} its tasks need")
         return session
+
+
+def _batch_limit(variant: Variant, config: BatchingConfig) -> Callable[[Hashable], int]:
+    """Images per batch for a key (resolution, outputs): `max_batch_size`, or fewer where `max_batch_macs` says."""
+
+    def limit(key: Hashable) -> int:
+        if variant.macs is None:
+            return config.max_batch_size
+        resolution = key[0] if isinstance(key, tuple) else variant.native_resolution
+        macs = variant.macs * (resolution / variant.native_resolution) ** 2
+        return max(1, min(config.max_batch_size, int(config.max_batch_macs // max(1.0, macs))))
+
+    return limit
+
+
+def start_large_images(settings: Settings, metrics: Metrics) -> LargeImages:
+    """The lane for large images, with a niced decoder process of its own where decoding has a budget."""
+    decoder = None
+    if settings.decode_budget_seconds and settings.large_image_pixels:
+        restarts = metrics.decoder_restarts
+        decoder = Decoder(
+            settings.max_image_pixels,
+            settings.decode_budget_seconds,
+            None,
+            lambda model, reason: restarts.labels(model, reason).inc(),
+            nice=NICE,
+        )
+    return LargeImages(decoder, settings.max_image_pixels, settings.large_image_pixels)
 
 
 def start_decoders(settings: Settings, metrics: Metrics) -> DecoderPool | None:

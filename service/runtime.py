@@ -24,6 +24,10 @@ def open_session(onnx_path: Path, threads: int) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # No arena of ONNX Runtime's own: it kept the largest a session ever needed (two DeepLab runs at once held
+    # their memory after an attack), while freed to malloc it goes back to the system (heap_trim.py); it
+    # costs no speed measurably (docs/reliability.md, "Memory after an attack").
+    options.enable_cpu_mem_arena = False
     if threads > 1:
         # Worker threads spin between a run's operators, since waking a sleeping one per operator costs
         # more than spinning, and stop the moment the run returns, so they never take a core that another

@@ -38,6 +38,7 @@ class Variant:
     onnx_path: Path
     file_size: int
     sha256: str
+    macs: int | None  # multiply-adds of one image at the native resolution, where the manifest states them
     manifest: dict[str, Any] = field(repr=False, compare=False)
 
 
@@ -132,6 +133,7 @@ def _variant_from_manifest(directory: Path, manifest: dict[str, Any]) -> Variant
         onnx_path=directory / str(manifest["onnx"]),
         file_size=int(manifest["file_size"]),
         sha256=str(manifest["sha256"]).lower(),
+        macs=None if manifest.get("macs") is None else int(manifest["macs"]),
         manifest=manifest,
     )
 

@@ -11,7 +11,7 @@ import pytest
 from hostile_images import slow_png
 from support import IMAGES, PHOTOS, STORE, TV_INT8, V1_SMALL
 
-from service.decoders import DecoderPool
+from service.decoders import Decoder, DecoderPool
 from service.errors import ServiceError
 from service.preprocess import prepare
 from service.store import parse_variant
@@ -90,3 +90,23 @@ def test_a_decoder_over_its_memory_limit_retires_after_answering(restarts: list[
         assert restarts == [("m", "memory"), ("m", "memory")]
     finally:
         decoders.close()
+
+
+def test_a_niced_decoder_runs_at_its_priority_and_counts_cpu_time_against_its_budget(
+    restarts: list[tuple[str, str]],
+) -> None:
+    # slow_png takes about half a second of CPU to decode: past a budget of 0.1 s, inside one of 30 s.
+    for budget, refused in ((0.1, True), (30.0, False)):
+        decoder = Decoder(MAX_PIXELS, budget, None, lambda model, reason: restarts.append((model, reason)), nice=10)
+        try:
+            assert decoder._process is not None and os.getpriority(os.PRIO_PROCESS, decoder._process.pid) == 10
+            if refused:
+                with pytest.raises(ServiceError) as error:
+                    decoder.prepare(slow_png(), SPECS[0], 128, "m")
+                assert error.value.code == "image_too_costly"
+            else:
+                tensor, size = decoder.prepare(slow_png(), SPECS[0], 128, "m")
+                assert tensor.shape == (3, 128, 128) and size == (6000, 6000)
+        finally:
+            decoder.close()
+    assert restarts == [("m", "budget")]

@@ -11,6 +11,7 @@ from support import IMAGES, PHOTOS, STORE, V1_SMALL
 
 from service.batcher import Batcher
 from service.config import BatchingConfig
+from service.cpu_shares import CpuShares
 from service.errors import ServiceError
 from service.instance import ImageJob, ImageResult, ModelInstances, ModelSession
 from service.metrics import Metrics
@@ -23,7 +24,7 @@ LOGITS = ("logits",)
 
 @pytest.fixture(scope="module")
 def v1_small_session() -> ModelSession:
-    return ModelSession(STORE / V1_SMALL / "model.onnx", threads=2, instances=2)
+    return ModelSession(STORE / V1_SMALL / "model.onnx", threads=2)
 
 
 def _encoded(count: int) -> list[bytes]:
@@ -34,10 +35,12 @@ def _run(session: ModelSession, sources: list[bytes | np.ndarray], metrics: Metr
     """Each source's outcome, all queued together into one batch of one instance."""
 
     async def scenario() -> list[object]:
-        instances = ModelInstances(VARIANT, session, 1, 10**9, metrics or Metrics())
+        shares = CpuShares(2, None)
+        instances = ModelInstances(VARIANT, session, 1, 10**9, metrics or Metrics(), shares)
         batcher = Batcher(
             V1_SMALL, BatchingConfig(instances=1, max_batch_size=8, max_queue_delay_ms=20), instances.run_batch, 1
         )
+        shares.add(V1_SMALL, lambda: batcher.in_flight)
         jobs = [ImageJob(source, 128, LOGITS) for source in sources]
         futures = batcher.submit(jobs, (128, LOGITS), time.perf_counter() + 60)
         outcomes = await asyncio.gather(*futures, return_exceptions=True)

@@ -11,7 +11,7 @@ from support import IMAGES, STORE, TV_FP32, V1, encode
 
 from model_store.build.reference_preprocess import torchvision_reference
 from service.errors import ServiceError
-from service.preprocess import crop_box, decode, prepare, to_rgb
+from service.preprocess import crop_box, decode, decoded_pixels, prepare, to_rgb
 from service.store import parse_variant
 
 BIG_LIMIT = 10**9
@@ -119,3 +119,14 @@ def test_animated_gif_uses_first_frame(tv_spec) -> None:
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     image, _ = decode(buffer.getvalue(), tv_spec, 224, BIG_LIMIT)
     assert image.getpixel((32, 32))[0] > 200
+
+
+@pytest.mark.parametrize("size", [(6000, 6000), (4000, 3000), (1200, 300), (640, 480), (100, 90)])
+@pytest.mark.parametrize("model", [V1, TV_FP32, "deeplabv3_mnv2_pascal"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decoded_pixels_predicts_what_decoding_yields(size: tuple[int, int], model: str, fmt: str) -> None:
+    variant = parse_variant(STORE / model)
+    data = encode(Image.new("RGB", size, (120, 40, 200)), fmt)
+    predicted = decoded_pixels(Image.open(io.BytesIO(data)), variant.preprocess, variant.native_resolution)
+    rgb, _ = decode(data, variant.preprocess, variant.native_resolution, 10**9)
+    assert predicted == rgb.size[0] * rgb.size[1]
