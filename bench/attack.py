@@ -246,6 +246,7 @@ async def _main(args: argparse.Namespace) -> None:
                 _probe(server.port, args.class_seconds),
                 _attack(server.port, [name], args.hostile, args.class_seconds),
             )
+            seen.pop("cpu_ms", None)
             print(f"| {name} | {dict(seen)} | {percentile(probe, 99) * 1000:.1f} |")
     finally:
         server.stop()

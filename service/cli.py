@@ -11,10 +11,12 @@ from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.main import STARTUP_FAILURE
 
 from .app import create_app
 from .config import Settings
 from .connections import ConnectionLimits, descriptors_for, guarded_protocol
+from .draining_server import DrainingServer
 from .heap_trim import limit_arenas
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.header_timeout_seconds,
         settings.body_timeout_seconds,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -84,6 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         http=guarded_protocol(limits),
         server_header=False,
     )
+    server = DrainingServer(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """At shutdown, a connection that has not begun a request is told why it closes instead of dropped."""
+        if self.cycle is None:
+            self._refuse(503, "the server is shutting down; retry shortly")
+            return
+        super().shutdown()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import httpx
 from harness import start_server
-from support import DEEPLAB, image_bytes, metric_value
+from support import DEEPLAB, V1_SMALL, image_bytes, metric_value
+
+from service.draining_server import REFUSAL, answer_backlog
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
@@ -61,3 +65,45 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert "shut down" in server.log_text()
     finally:
         server.stop(signal.SIGKILL)
+
+
+def _answer_or_what_happened(sock: socket.socket) -> str:
+    try:
+        line = sock.makefile("rb").readline()
+    except ConnectionResetError:
+        return "reset"
+    return line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "closed without an answer"
+
+
+def test_connections_waiting_in_the_accept_backlog_get_503() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        clients = [socket.create_connection(listener.getsockname(), timeout=5) for _ in range(5)]
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_backlog(listener.fileno()) == 5
+        answers = [_answer_or_what_happened(client) for client in clients]
+        for client in clients:
+            client.close()
+    assert answers == ["503"] * 5
+    assert json.loads(REFUSAL.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
+
+
+def test_connections_made_while_the_server_was_stopped_are_answered_at_sigterm(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {"models": [V1_SMALL], "default_model": V1_SMALL, "shutdown_grace_seconds": 2})
+    clients: list[socket.socket] = []
+    try:
+        server.process.send_signal(signal.SIGSTOP)  # nothing is accepted: the connections wait in the backlog
+        for _ in range(20):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            clients.append(client)
+        server.process.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGCONT)
+        answers = [_answer_or_what_happened(client) for client in clients]
+        assert server.process.wait(15) in (0, -signal.SIGTERM)
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+    # Served before the listener closed, or told to go elsewhere: never reset.
+    assert set(answers) <= {"200", "503"}, answers
