@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # `body_timeout_seconds` of its headers (the connection is closed otherwise).
     header_timeout_seconds: float = Field(default=10.0, gt=0.0)
     body_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    # At most this long, at start-up, timing each ImageNet classifier at each resolution on this host
+    # (calibration.py, GET /v1/tradeoffs); 0 times none.
+    calibration_seconds: float = Field(default=5.0, ge=0.0)
     # How often to check whether resident memory grew enough to give freed heap memory back (heap_trim.py); 0: never.
     heap_trim_interval_seconds: float = Field(default=2.0, ge=0.0)
     # How often the loaded models' files are checked against their manifests; 0 turns the check off.

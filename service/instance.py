@@ -95,7 +95,7 @@ class ModelInstances:
         self.instances = instances
         self._variant = variant
         self._name = variant.name
-        self._session = session
+        self.session = session
         self._max_pixels = max_pixels
         self._metrics = metrics
         self._shares = shares
@@ -110,7 +110,7 @@ class ModelInstances:
         """One run outside the queue, so the first request does not pay for ONNX Runtime's lazy allocations."""
         size = self._variant.native_resolution
         blank = np.zeros((1, 3, size, size), dtype=np.float32)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._session.warm_up, blank, outputs)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.session.warm_up, blank, outputs)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -183,7 +183,7 @@ class ModelInstances:
     def _infer(self, tensors: list[np.ndarray], outputs: tuple[str, ...], alone: bool) -> list[np.ndarray]:
         stacked = np.stack(tensors) if len(tensors) > 1 else tensors[0][None]
         started = time.perf_counter()
-        results = self._session.run(stacked, outputs, alone)
+        results = self.session.run(stacked, outputs, alone)
         self._metrics.inference_duration.labels(self._name).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self._name).observe(len(tensors))
         return results

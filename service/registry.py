@@ -9,15 +9,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .batcher import Batcher
+from .calibration import CalibrationTarget, Timing, calibrate
 from .config import BatchingConfig, Settings
 from .cpu_affinity import instance_cpus
 from .cpu_shares import CpuShares
 from .decoders import Decoder, DecoderPool
+from .frontier import Profile, load_profile
 from .instance import ModelInstances, ModelSession
 from .large_images import NICE, LargeImages
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
 from .tasks import DEFAULTS, outputs_for
+from .tradeoffs import IMAGENET
 
 log = logging.getLogger("mobilenet_serve.registry")
 
@@ -63,6 +66,9 @@ class Registry:
         cores = settings.intra_op_threads
         self.shares = CpuShares(cores, instance_cpus(cores, settings.pin_instances))
         self.large_images: LargeImages | None = None  # once load() has started the decoders
+        # (model, resolution) -> this host's timing, for the ImageNet classifiers (calibration.py).
+        self.timings: dict[tuple[str, int], Timing] = {}
+        self.profile: Profile | None = None  # the store's tradeoffs.json (frontier.py)
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
@@ -86,6 +92,12 @@ class Registry:
                 await self._load_one(state)
         variants = [s.loaded.variant for s in self.states.values() if s.loaded is not None]
         self.defaults = choose_defaults(variants, self._settings.default_model)
+        targets = [_calibration_target(s.loaded, self._settings) for s in self.states.values() if calibrated(s)]
+        self.timings = await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds)
+        try:
+            self.profile = load_profile(self._settings.store)
+        except ValueError as exc:
+            log.error("no trade-off profile: %s", exc)
         loaded = self.loaded_names()
         failed = [f"{s.name} ({s.error})" for s in self.states.values() if s.status is Status.FAILED]
         if not loaded:
@@ -182,6 +194,23 @@ def _batch_limit(variant: Variant, config: BatchingConfig) -> Callable[[Hashable
         return max(1, min(config.max_batch_size, int(config.max_batch_macs // max(1.0, macs))))
 
     return limit
+
+
+def calibrated(state: ModelState) -> bool:
+    """Whether a model is one of the trade-off points: a loaded ImageNet classifier."""
+    loaded = state.loaded
+    return loaded is not None and "classify" in loaded.variant.tasks and loaded.variant.label_space == IMAGENET
+
+
+def _calibration_target(model: LoadedModel | None, settings: Settings) -> CalibrationTarget:
+    assert model is not None
+    variant, session = model.variant, model.instances.session
+    limit = _batch_limit(variant, settings.batching_for(variant.name))
+    return CalibrationTarget(
+        variant,
+        lambda resolution: limit((resolution, ("logits",))),
+        lambda batch: session.run(batch, ("logits",), alone=False),
+    )
 
 
 def start_large_images(settings: Settings, metrics: Metrics) -> LargeImages:

@@ -1,4 +1,4 @@
-"""The REST routes that describe the server: its models, liveness, readiness and Prometheus metrics."""
+"""The REST routes that describe the server: its models and their trade-offs, liveness, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from starlette.responses import Response
 from .core import Core
 from .error_handlers import error_response
 from .errors import ServiceError
+from .frontier import served_points
 from .metrics import CONTENT_TYPE, Metrics
-from .registry import ModelState, Status
+from .registry import ModelState, Status, calibrated
 from .responses import JsonResponse
-from .schemas import ErrorBody, Health, ModelInfo, ModelList
+from .schemas import ErrorBody, Health, ModelInfo, ModelList, Tradeoffs
 from .tasks import TASKS
+from .tradeoffs import PROFILE_NAME
 
 router = APIRouter()
 
@@ -57,6 +59,29 @@ def _model_info(core: Core, state: ModelState) -> dict[str, object]:
         "batching": core.settings.batching_for(state.name).model_dump() if loaded else None,
         "manifest": state.variant.manifest if state.variant else None,
     }
+
+
+@router.get(
+    "/v1/tradeoffs",
+    response_model=Tradeoffs,
+    summary="Accuracy against latency on this host of every served ImageNet classifier at every resolution",
+    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def tradeoffs(request: Request) -> Response:
+    registry = _core(request).registry
+    if not registry.ready:
+        raise ServiceError(
+            503, "models are still loading; retry shortly", code="not_ready", headers={"Retry-After": "1"}
+        )
+    profile = registry.profile
+    if profile is None:
+        raise ServiceError(
+            404, f"the model store has no trade-off profile ({PROFILE_NAME}); python -m service.tradeoffs writes one",
+            code="no_profile",
+        )  # fmt: skip
+    variants = [s.loaded.variant for s in registry.states.values() if calibrated(s) and s.loaded is not None]
+    points = served_points(profile, variants, registry.timings)
+    return JsonResponse({"dataset": profile.dataset.model_dump(), "command": profile.command, "points": points})
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")

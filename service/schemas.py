@@ -76,6 +76,39 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class TradeoffTiming(BaseModel):
+    alone_ms: float = Field(description="one image run alone on one core")
+    batch_ms: float = Field(description="per image, in a batch of batch_size")
+    batch_size: int
+    decode_ms: float = Field(description="decoding a 640x480 JPEG into this resolution")
+
+
+class TradeoffPoint(BaseModel):
+    model: str
+    resolution: int
+    alpha: float | None
+    macs: int | None = Field(description="multiply-adds of one image at this resolution")
+    params: int | None
+    top1: float | None = Field(description="percent, on the profile's dataset; null where it has no figure")
+    top5: float | None
+    published_top1: float | None = Field(description="the manifest's published figure, at the native resolution")
+    latency_ms: float | None = Field(description="decode_ms + alone_ms on this host; null where not calibrated")
+    timing: TradeoffTiming | None
+    frontier: bool = Field(description="no other served point is both more accurate and faster on this host")
+
+
+class TradeoffDataset(BaseModel):
+    name: str
+    images: int
+    labels_sha256: str
+
+
+class Tradeoffs(BaseModel):
+    dataset: TradeoffDataset
+    command: str
+    points: list[TradeoffPoint]
+
+
 class Health(BaseModel):
     status: str
 

@@ -113,7 +113,7 @@ def measure(store: Path, pairs: list[tuple[Path, int]], log: bool = True) -> lis
                 print(f"{variant.name} at {resolution}: top-1 {top1:.2f}%, top-5 {top5:.2f}% "
                       f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)  # fmt: skip
             measured.append((variant, resolution, top1, top5))
-    macs = [_macs(variant, resolution) for variant, resolution, _, _ in measured]
+    macs = [macs_at(variant, resolution) for variant, resolution, _, _ in measured]
     frontier = on_frontier([top1 for _, _, top1, _ in measured], [float(m or 0) for m in macs])
     return [
         Point(
@@ -131,7 +131,7 @@ def measure(store: Path, pairs: list[tuple[Path, int]], log: bool = True) -> lis
     ]
 
 
-def _macs(variant: Variant, resolution: int) -> int | None:
+def macs_at(variant: Variant, resolution: int) -> int | None:
     """Multiply-adds at `resolution`: a convolutional network's cost grows with the input's area."""
     if variant.macs is None:
         return None
