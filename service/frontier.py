@@ -2,7 +2,8 @@
 
 The profile (`tradeoffs.json`, written by `python -m service.tradeoffs`) says what each (model,
 resolution) gets right on a labelled set; the calibration (calibration.py) says what it costs here. A
-point is on the frontier when no other served point is both more accurate and faster on this host.
+point is on the frontier when no other served point is both more accurate and faster on this host. A
+figure measured on other weights than those served (their sha256 differs) is stale: it is not used.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ProfilePoint(BaseModel):
     top1: float
     top5: float
     published_top1: float | None = None
+    sha256: str | None = None  # of the ONNX file measured
 
 
 class Profile(BaseModel):
@@ -59,6 +61,8 @@ def served_points(
     for variant in variants:
         for resolution in variant.resolutions:
             accuracy = measured.get((variant.name, resolution))
+            stale = accuracy is not None and accuracy.sha256 is not None and accuracy.sha256 != variant.sha256
+            accuracy = None if stale else accuracy
             timing = timings.get((variant.name, resolution))
             if accuracy is not None and timing is not None:
                 ranked.append((len(points), accuracy.top1, timing.latency_ms))
@@ -74,6 +78,7 @@ def served_points(
                     "published_top1": None if accuracy is None else accuracy.published_top1,
                     "latency_ms": None if timing is None else round(timing.latency_ms, 3),
                     "timing": None if timing is None else asdict(timing),
+                    "profile_stale": stale,
                     "frontier": False,
                 }
             )

@@ -94,6 +94,7 @@ class TradeoffPoint(BaseModel):
     published_top1: float | None = Field(description="the manifest's published figure, at the native resolution")
     latency_ms: float | None = Field(description="decode_ms + alone_ms on this host; null where not calibrated")
     timing: TradeoffTiming | None
+    profile_stale: bool = Field(description="the profile measured other weights (sha256): its figures are not used")
     frontier: bool = Field(description="no other served point is both more accurate and faster on this host")
 
 

@@ -46,6 +46,7 @@ class Point:
     top5: float
     frontier: bool  # no other point is both more accurate (top-1) and has fewer multiply-adds
     published_top1: float | None  # the manifest's published figure, at the native resolution only
+    sha256: str  # of the ONNX file measured, so that a server can tell a figure of other weights
 
 
 class LabelsError(ValueError):
@@ -126,6 +127,7 @@ def measure(store: Path, pairs: list[tuple[Path, int]], log: bool = True) -> lis
             round(top5, 2),
             flag,
             (variant.manifest.get("published") or {}).get("top1") if resolution == variant.native_resolution else None,
+            variant.sha256,
         )
         for (variant, resolution, top1, top5), cost, flag in zip(measured, macs, frontier, strict=True)
     ]

@@ -66,3 +66,18 @@ def test_a_store_without_a_profile_answers_404_and_no_calibration_leaves_latency
         points = http.get("/v1/tradeoffs").json()["points"]
     assert points and all(p["latency_ms"] is None and p["timing"] is None and not p["frontier"] for p in points)
     assert all(p["top1"] is not None for p in points)
+
+
+def test_a_figure_measured_on_other_weights_is_stale_and_unused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    store = tmp_path_factory.mktemp("store-with-stale-profile")
+    shutil.copytree(STORE / V1_SMALL, store / V1_SMALL)
+    profile = json.loads((STORE / PROFILE_NAME).read_text())
+    for point in profile["points"]:
+        if point["model"] == V1_SMALL and point["resolution"] == 160:
+            point["sha256"] = "0" * 64  # as if another build of the model had been measured
+    (store / PROFILE_NAME).write_text(json.dumps(profile))
+    config = {"models": [V1_SMALL], "default_model": V1_SMALL}
+    with running_server(tmp_path_factory.mktemp("stale"), config, store) as process, process.client() as http:
+        points = {p["resolution"]: p for p in http.get("/v1/tradeoffs").json()["points"]}
+    assert points[160]["profile_stale"] and points[160]["top1"] is None and not points[160]["frontier"]
+    assert not points[128]["profile_stale"] and points[128]["top1"] is not None

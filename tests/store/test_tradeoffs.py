@@ -67,6 +67,7 @@ def test_cost_and_frontier_follow_from_the_points(measured: tuple[Path, dict]) -
         variant = manifests[point["model"]]
         assert point["macs"] == round(variant.macs * (point["resolution"] / variant.native_resolution) ** 2)
         assert point["alpha"] == variant.manifest["alpha"] and point["params"] == variant.manifest["params"]
+        assert point["sha256"] == variant.sha256
         native = point["resolution"] == variant.native_resolution
         assert point["published_top1"] == ((variant.manifest.get("published") or {}).get("top1") if native else None)
     expected = on_frontier([p["top1"] for p in points], [p["macs"] for p in points])
@@ -95,7 +96,9 @@ def test_a_bad_labels_file_is_refused_naming_what_is_wrong(tmp_path: Path, label
     assert not (tmp_path / "profile.json").exists()
 
 
-def test_the_committed_profile_covers_the_store() -> None:
+def test_the_committed_profile_covers_the_store_and_measured_its_weights() -> None:
     profile = json.loads((STORE / PROFILE_NAME).read_text())
     assert profile["dataset"]["name"] == "imagenet-val-1300" and profile["dataset"]["images"] == 1300
     assert {(p["model"], p["resolution"]) for p in profile["points"]} == _every_point()
+    served = {variant.name: variant.sha256 for variant in imagenet_classifiers(STORE)}
+    assert all(point["sha256"] == served[point["model"]] for point in profile["points"])
