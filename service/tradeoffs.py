@@ -168,6 +168,17 @@ def markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def recorded_command(labels: Path, images: Path, name: str) -> str:
+    """The command as it reruns anywhere: the set's files named from the set's own folder, not this machine's."""
+    folder = images.resolve()
+    where = labels.resolve()
+    shown = f"{folder.name}/{where.relative_to(folder)}" if where.is_relative_to(folder) else where.name
+    words = ["python -m service.tradeoffs", shlex.quote(shown)]
+    if where.parent != folder:
+        words += ["--images", shlex.quote(folder.name)]
+    return " ".join([*words, "--name", shlex.quote(name)])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("labels", type=Path, nargs="?")
@@ -188,8 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     except (LabelsError, OSError) as exc:
         parser.exit(2, f"mobilenet-serve tradeoffs: {exc}\n")
     points = measure(args.store, pairs)
-    command = "python -m service.tradeoffs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    document = profile(points, args.labels, len(pairs), args.name or images.resolve().name, command)
+    name = args.name or images.resolve().name
+    document = profile(points, args.labels, len(pairs), name, recorded_command(args.labels, images, name))
     out = args.out or args.store / PROFILE_NAME
     out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     print(f"{len(points)} points from {len(pairs)} images written to {out}", file=sys.stderr)
