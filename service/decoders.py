@@ -1,7 +1,7 @@
 """Image decoding in worker processes that can be killed: Pillow cannot be interrupted, a process can.
 
-There is one decoder process per core the instances run on, pinned to that core, and instance k of
-every model decodes in decoder k (so, when pinned, on its own core). The instance thread sends the
+There is one decoder process per core the models share, pinned to that core, and a batch granted
+core k by the CPU shares (cpu_shares.py) decodes in decoder k. The instance thread sends the
 encoded image and waits for the model's input tensor, which the decoder writes into memory the two
 share; when the decode budget runs out first, the thread kills the process, starts another and fails
 only that image, so the core is free again at once. A decoder whose memory grew past its limit on a

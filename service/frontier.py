@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from .calibration import Timing
 from .store import Variant
-from .tradeoffs import PROFILE_NAME, macs_at, on_frontier
+from .tradeoffs import PROFILE_NAME, on_frontier
 
 
 class Dataset(BaseModel):
@@ -71,7 +71,7 @@ def served_points(
                     "model": variant.name,
                     "resolution": resolution,
                     "alpha": variant.manifest.get("alpha"),
-                    "macs": macs_at(variant, resolution),
+                    "macs": variant.macs_at(resolution),
                     "params": variant.manifest.get("params"),
                     "top1": None if accuracy is None else accuracy.top1,
                     "top5": None if accuracy is None else accuracy.top5,

@@ -20,7 +20,7 @@ from .large_images import NICE, LargeImages
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
 from .tasks import DEFAULTS, outputs_for
-from .tradeoffs import IMAGENET
+from .tradeoffs import is_imagenet_classifier
 
 log = logging.getLogger("mobilenet_serve.registry")
 
@@ -92,7 +92,7 @@ class Registry:
                 await self._load_one(state)
         variants = [s.loaded.variant for s in self.states.values() if s.loaded is not None]
         self.defaults = choose_defaults(variants, self._settings.default_model)
-        targets = [_calibration_target(s.loaded, self._settings) for s in self.states.values() if calibrated(s)]
+        targets = [_calibration_target(model, self._settings) for model in self.classifiers()]
         self.timings = await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds)
         try:
             self.profile = load_profile(self._settings.store)
@@ -110,6 +110,11 @@ class Registry:
             self.defaults["default_model"],
             f"; failed: {'; '.join(failed)}" if failed else "",
         )
+
+    def classifiers(self) -> list[LoadedModel]:
+        """The loaded ImageNet classifiers, in store order: the trade-off points (tradeoffs.py)."""
+        loaded = [s.loaded for s in self.states.values() if s.loaded is not None]
+        return [model for model in loaded if is_imagenet_classifier(model.variant)]
 
     def loaded_names(self) -> list[str]:
         return [name for name, state in self.states.items() if state.status is Status.LOADED]
@@ -187,23 +192,15 @@ def _batch_limit(variant: Variant, config: BatchingConfig) -> Callable[[Hashable
     """Images per batch for a key (resolution, outputs): `max_batch_size`, or fewer where `max_batch_macs` says."""
 
     def limit(key: Hashable) -> int:
-        if variant.macs is None:
+        macs = variant.macs_at(key[0] if isinstance(key, tuple) else variant.native_resolution)
+        if macs is None:
             return config.max_batch_size
-        resolution = key[0] if isinstance(key, tuple) else variant.native_resolution
-        macs = variant.macs * (resolution / variant.native_resolution) ** 2
-        return max(1, min(config.max_batch_size, int(config.max_batch_macs // max(1.0, macs))))
+        return max(1, min(config.max_batch_size, config.max_batch_macs // max(1, macs)))
 
     return limit
 
 
-def calibrated(state: ModelState) -> bool:
-    """Whether a model is one of the trade-off points: a loaded ImageNet classifier."""
-    loaded = state.loaded
-    return loaded is not None and "classify" in loaded.variant.tasks and loaded.variant.label_space == IMAGENET
-
-
-def _calibration_target(model: LoadedModel | None, settings: Settings) -> CalibrationTarget:
-    assert model is not None
+def _calibration_target(model: LoadedModel, settings: Settings) -> CalibrationTarget:
     variant, session = model.variant, model.instances.session
     limit = _batch_limit(variant, settings.batching_for(variant.name))
     return CalibrationTarget(
@@ -217,13 +214,8 @@ def start_large_images(settings: Settings, metrics: Metrics) -> LargeImages:
     """The lane for large images, with a niced decoder process of its own where decoding has a budget."""
     decoder = None
     if settings.decode_budget_seconds and settings.large_image_pixels:
-        restarts = metrics.decoder_restarts
         decoder = Decoder(
-            settings.max_image_pixels,
-            settings.decode_budget_seconds,
-            None,
-            lambda model, reason: restarts.labels(model, reason).inc(),
-            nice=NICE,
+            settings.max_image_pixels, settings.decode_budget_seconds, None, _count_restart(metrics), nice=NICE
         )
     return LargeImages(decoder, settings.max_image_pixels, settings.large_image_pixels)
 
@@ -233,18 +225,22 @@ def start_decoders(settings: Settings, metrics: Metrics) -> DecoderPool | None:
     if not settings.decode_budget_seconds:
         return None
     cores = settings.intra_op_threads
-    restarts = metrics.decoder_restarts
     try:
         return DecoderPool(
             cores,
             settings.max_image_pixels,
             settings.decode_budget_seconds,
             instance_cpus(cores, settings.pin_instances),
-            lambda model, reason: restarts.labels(model, reason).inc(),
+            _count_restart(metrics),
         )
     except OSError as exc:
         log.error("cannot start decoder processes (%s); images are decoded on the instance threads, unbounded", exc)
         return None
+
+
+def _count_restart(metrics: Metrics) -> Callable[[str, str], None]:
+    """The decoders' on_restart: counts mobilenet_decoder_restarts_total by model and reason."""
+    return lambda model, reason: metrics.decoder_restarts.labels(model, reason).inc()
 
 
 def choose_defaults(loaded: list[Variant], default_model: str) -> dict[str, str | None]:

@@ -12,7 +12,7 @@ from .error_handlers import error_response
 from .errors import ServiceError
 from .frontier import served_points
 from .metrics import CONTENT_TYPE, Metrics
-from .registry import ModelState, Status, calibrated
+from .registry import ModelState, Status
 from .responses import JsonResponse
 from .schemas import ErrorBody, Health, ModelInfo, ModelList, Tradeoffs
 from .tasks import TASKS
@@ -79,8 +79,7 @@ async def tradeoffs(request: Request) -> Response:
             404, f"the model store has no trade-off profile ({PROFILE_NAME}); python -m service.tradeoffs writes one",
             code="no_profile",
         )  # fmt: skip
-    variants = [s.loaded.variant for s in registry.states.values() if calibrated(s) and s.loaded is not None]
-    points = served_points(profile, variants, registry.timings)
+    points = served_points(profile, [model.variant for model in registry.classifiers()], registry.timings)
     return JsonResponse({"dataset": profile.dataset.model_dump(), "command": profile.command, "points": points})
 
 

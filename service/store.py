@@ -41,6 +41,12 @@ class Variant:
     macs: int | None  # multiply-adds of one image at the native resolution, where the manifest states them
     manifest: dict[str, Any] = field(repr=False, compare=False)
 
+    def macs_at(self, resolution: int) -> int | None:
+        """Multiply-adds of one image at `resolution`: a convolutional network's cost grows with the input's area."""
+        if self.macs is None:
+            return None
+        return round(self.macs * (resolution / self.native_resolution) ** 2)
+
 
 @dataclass
 class StoreEntry:

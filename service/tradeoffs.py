@@ -28,8 +28,8 @@ import numpy as np
 from .preprocess import prepare
 from .runtime import INPUT_NAME, open_session
 from .store import Variant, discover
+from .tasks import IMAGENET
 
-IMAGENET = "imagenet-1k"
 BATCH = 32
 MAX_PIXELS = 40_000_000
 PROFILE_NAME = "tradeoffs.json"
@@ -71,11 +71,16 @@ def read_labels(path: Path, images: Path) -> list[tuple[Path, int]]:
     return pairs
 
 
+def is_imagenet_classifier(variant: Variant) -> bool:
+    """Whether a variant is one of the trade-off points: it classifies into the ImageNet-1k classes."""
+    return "classify" in variant.tasks and variant.label_space == IMAGENET
+
+
 def imagenet_classifiers(store: Path) -> list[Variant]:
     return [
         entry.variant
         for entry in discover(store)
-        if entry.variant is not None and "classify" in entry.variant.tasks and entry.variant.label_space == IMAGENET
+        if entry.variant is not None and is_imagenet_classifier(entry.variant)
     ]
 
 
@@ -114,7 +119,7 @@ def measure(store: Path, pairs: list[tuple[Path, int]], log: bool = True) -> lis
                 print(f"{variant.name} at {resolution}: top-1 {top1:.2f}%, top-5 {top5:.2f}% "
                       f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)  # fmt: skip
             measured.append((variant, resolution, top1, top5))
-    macs = [macs_at(variant, resolution) for variant, resolution, _, _ in measured]
+    macs = [variant.macs_at(resolution) for variant, resolution, _, _ in measured]
     frontier = on_frontier([top1 for _, _, top1, _ in measured], [float(m or 0) for m in macs])
     return [
         Point(
@@ -131,13 +136,6 @@ def measure(store: Path, pairs: list[tuple[Path, int]], log: bool = True) -> lis
         )
         for (variant, resolution, top1, top5), cost, flag in zip(measured, macs, frontier, strict=True)
     ]
-
-
-def macs_at(variant: Variant, resolution: int) -> int | None:
-    """Multiply-adds at `resolution`: a convolutional network's cost grows with the input's area."""
-    if variant.macs is None:
-        return None
-    return round(variant.macs * (resolution / variant.native_resolution) ** 2)
 
 
 def profile(points: list[Point], labels: Path, images: int, name: str, command: str) -> dict[str, object]:
