@@ -66,16 +66,20 @@ class CpuShares:
             self._changed.notify_all()
 
     @contextmanager
-    def turn(self, name: str, whole: bool = False) -> Iterator[Grant]:
-        """Wait for a core, or every core when `whole` and nothing else wants one; hold it inside the block."""
-        slots = self._acquire(name, whole)
+    def turn(self, name: str, whole: bool = False, prefer: int = 0) -> Iterator[Grant]:
+        """Wait for a core, or every core when `whole` and nothing else wants one; hold it inside the block.
+
+        The core `prefer` (modulo the cores) comes first when free, so that a thread that asks for the same
+        one each time stays on it and keeps its caches warm.
+        """
+        slots = self._acquire(name, whole, prefer % self.cores)
         started = self._clock()
         try:
             yield Grant(slots, self._cpus[slots[0]] if self._cpus else None)
         finally:
             self._release(name, slots, self._clock() - started)
 
-    def _acquire(self, name: str, whole: bool) -> tuple[int, ...]:
+    def _acquire(self, name: str, whole: bool, prefer: int) -> tuple[int, ...]:
         with self._changed:
             flow = self._flows[name]
             if not flow.active:
@@ -88,7 +92,9 @@ class CpuShares:
             alone = all(other is flow or not other.active for other in self._flows.values())
             count = len(self._free) if whole and alone and len(self._free) == self.cores else 1
             flow.held += count
-            slots, self._free = tuple(self._free[:count]), self._free[count:]
+            first = prefer if prefer in self._free else self._free[0]
+            slots = (first, *[slot for slot in self._free if slot != first][: count - 1])
+            self._free = [slot for slot in self._free if slot not in slots]
             if self._free:
                 self._changed.notify_all()  # another waiter may take what is left
             return slots

@@ -10,6 +10,7 @@ is rerun image by image, so only the culprit fails.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -101,7 +102,10 @@ class ModelInstances:
         self._shares = shares
         self._decoders = decoders
         self._local = threading.local()
-        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{variant.name}")
+        self._thread_index = itertools.count()
+        self._executor = ThreadPoolExecutor(
+            max_workers=instances, thread_name_prefix=f"infer-{variant.name}", initializer=self._start_thread
+        )
 
     def run_batch(self, batch: list[Queued[ImageJob]], alone: bool) -> asyncio.Future[BatchResult]:
         return asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch, alone)
@@ -115,9 +119,13 @@ class ModelInstances:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def _start_thread(self) -> None:
+        # Thread k asks for core k first: uncontended, instance k stays on core k.
+        self._local.index = next(self._thread_index)
+
     def _run(self, batch: list[Queued[ImageJob]], alone: bool) -> BatchResult:
         """On an instance thread: take a core, decode each image there, then run the decoded ones together."""
-        with self._shares.turn(self._name, whole=alone) as grant:
+        with self._shares.turn(self._name, whole=alone, prefer=self._local.index) as grant:
             if grant.cpu is not None and getattr(self._local, "cpu", None) != grant.cpu:
                 pin_this_thread(grant.cpu)
                 self._local.cpu = grant.cpu

@@ -81,6 +81,18 @@ def test_a_batch_alone_takes_every_core_and_one_beside_another_flow_takes_one() 
         assert grant.slots == (1,) and grant.cpu == 7
 
 
+def test_the_preferred_core_comes_first_when_free() -> None:
+    shares = CpuShares(2, [5, 7])
+    shares.add("a", lambda: 1)
+    shares.add("b", lambda: 1)
+    with shares.turn("a", prefer=1) as grant:
+        assert grant.slots == (1,) and grant.cpu == 7
+    with shares.turn("a", whole=True, prefer=1) as grant:
+        assert grant.slots == (1, 0) and grant.cpu == 7  # every core, pinned to the preferred one
+    with shares.turn("b", prefer=1), shares.turn("a", prefer=1) as grant:
+        assert grant.slots == (0,)  # taken: the other one
+
+
 def test_a_second_core_goes_to_a_waiting_flow_while_the_first_is_held() -> None:
     shares = CpuShares(2, None)
     shares.add("a", lambda: 1)
