@@ -65,6 +65,15 @@ class Pace:
     def __init__(self) -> None:
         self._seconds_per_item = 0.0  # 0 until a batch ran
 
+    @property
+    def seconds_per_item(self) -> float:
+        return self._seconds_per_item
+
+    def expect(self, seconds_per_item: float) -> None:
+        """A first estimate, from elsewhere (the start-up calibration), until a batch has run."""
+        if not self._seconds_per_item:
+            self._seconds_per_item = seconds_per_item
+
     def record(self, items: int, seconds: float) -> None:
         per_item = seconds / items
         pace = self._seconds_per_item
@@ -100,12 +109,21 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
-        self._pace = Pace()
+        self.pace = Pace()
 
     @property
     def in_flight(self) -> int:
         """Items queued or handed out and not finished; from another thread, a close enough reading."""
         return len(self._queue) + sum(len(batch) for batch in list(self._handed_out))
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Instance time the items queued and running still need, at the recent time per item."""
+        return self.in_flight * self.pace.seconds_per_item
+
+    def can_admit(self, count: int) -> bool:
+        """Whether `count` more items would be queued now rather than refused."""
+        return not self._closing and self._waiting() + count <= self.config.max_queue_size
 
     def submit(self, payloads: list[Any], key: Hashable, deadline: float) -> list[asyncio.Future[Any]]:
         """Queue a request's items together, or refuse them all at once; each future gets one item's outcome."""
@@ -142,7 +160,7 @@ class Batcher:
             raise ServiceError(413, f"{count} images exceed the {limit} that model {self.name} can queue")
         waiting = self._waiting()
         if waiting + count > limit:
-            retry_after = self._pace.drained_in(waiting, self._instances, self.config.max_queue_delay_ms / 1000.0)
+            retry_after = self.pace.drained_in(waiting, self._instances, self.config.max_queue_delay_ms / 1000.0)
             raise ServiceError(
                 429,
                 f"model {self.name} has {limit} images queued; retry later",
@@ -196,7 +214,7 @@ class Batcher:
         finally:
             self._handed_out = [other for other in self._handed_out if other is not batch]
         if result.seconds:
-            self._pace.record(len(batch), result.seconds)
+            self.pace.record(len(batch), result.seconds)
         for item, outcome in zip(batch, result.outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 _fail(item, outcome)

@@ -41,6 +41,29 @@ class BatchingConfig(BaseModel):
     timeout_ms: float = Field(default=10_000.0, gt=0.0)
 
 
+class AutoConfig(BaseModel):
+    """`model=auto` on /classify (auto_select.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Models (every resolution they take) or `model@resolution` points auto may choose; None: every served
+    # ImageNet classifier. Auto chooses among the frontier of these.
+    candidates: Annotated[list[str] | None, NoDecode] = None
+    # The latency budget of a request that names none.
+    default_budget_ms: float = Field(default=100.0, gt=0.0)
+    # How many times the predicted queue wait counts against the budget: the margin for its variance.
+    wait_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+    # The quiet spell after which auto's ceiling climbs one point back up the frontier (auto_select.Ceiling):
+    # larger, steadier under a fluctuating load and slower to climb back once it has fallen.
+    hold_seconds: float = Field(default=1.0, gt=0.0, le=600.0)
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _split_candidates(cls, value: Any) -> Any:
+        return _split_names(value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MOBILENET_",
@@ -99,14 +122,12 @@ class Settings(BaseSettings):
     store_check_interval_seconds: float = Field(default=30.0, ge=0.0)
     default_batching: BatchingConfig = BatchingConfig()
     batching: dict[str, BatchingConfig] = {}
+    auto: AutoConfig = AutoConfig()
 
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [name.strip() for name in value.split(",") if name.strip()]
-        # An empty list means "no restriction", as in the Helm chart's values, not "serve nothing".
-        return value or None
+        return _split_names(value)
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -145,6 +166,13 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"config file not found: {yaml_path}")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
         return tuple(sources)
+
+
+def _split_names(value: Any) -> Any:
+    """A comma-separated string as a list; an empty list means "no restriction", as in the Helm chart's values."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    return value or None
 
 
 def _yaml_path(init_settings: PydanticBaseSettingsSource) -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from .auto_select import AutoSelector, Unavailable
 from .config import Settings
 from .errors import ServiceError
 from .image_checks import open_image
@@ -34,13 +35,19 @@ class Core:
         self.registry = registry
         self._codec_pool = ThreadPoolExecutor(max_workers=settings.codec_threads, thread_name_prefix="codec")
 
+    def auto_selector(self) -> AutoSelector:
+        """What chooses for `model=auto`, or the error saying why this server cannot."""
+        self._check_ready()
+        auto = self.registry.auto
+        if isinstance(auto, Unavailable):
+            raise auto.error()
+        assert auto is not None  # set before the registry is ready
+        return auto
+
     def resolve(self, name: str | None, task: Task | None) -> LoadedModel:
         """The loaded model a request asked for (the task's default when None), or the error saying why not."""
         registry = self.registry
-        if not registry.ready:
-            raise ServiceError(
-                503, "models are still loading; retry shortly", code="not_ready", headers={"Retry-After": "1"}
-            )
+        self._check_ready()
         if name is None:
             name = registry.defaults[task.default] if task is not None else None
             if name is None:
@@ -70,6 +77,12 @@ class Core:
                 code="unsupported_task",
             )
         return state.loaded
+
+    def _check_ready(self) -> None:
+        if not self.registry.ready:
+            raise ServiceError(
+                503, "models are still loading; retry shortly", code="not_ready", headers={"Retry-After": "1"}
+            )
 
     async def answer(
         self, task: Task, model: LoadedModel, resolution: int, images: list[bytes], started: float, **options: Any

@@ -92,5 +92,36 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.auto_selections = Counter(
+            "mobilenet_auto_selections_total",
+            "model=auto choices by variant, resolution and whether the point was predicted within the budget.",
+            ("model", "resolution", "budget"),
+            registry=self.registry,
+        )
+        self.auto_predicted = Histogram(
+            "mobilenet_auto_predicted_seconds",
+            "model=auto: the latency predicted for the chosen point when it was chosen.",
+            ("model", "resolution"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.auto_latency = Histogram(
+            "mobilenet_auto_latency_seconds",
+            "model=auto: the latency of the answered request, beside its prediction.",
+            ("model", "resolution"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.auto_wait = Gauge(
+            "mobilenet_auto_queue_wait_seconds",
+            "model=auto: the queue wait its latest choice was made with.",
+            registry=self.registry,
+        )
+        self.auto_ceiling = Gauge(
+            "mobilenet_auto_ceiling_top1",
+            "model=auto: top-1 (percent) of the most accurate point the load lets it choose now.",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -162,7 +162,7 @@ def _model_headers(answer: Answer) -> dict[str, str]:
     return {"X-Model": answer.variant.name, "X-Resolution": str(answer.resolution)}
 
 
-def encode_classify(answer: Answer, k: int) -> Encoded:
+def encode_classify(answer: Answer, k: int, selection: dict[str, Any] | None = None) -> Encoded:
     labels = answer.variant.labels
     results = []
     for result in answer.results:
@@ -171,7 +171,10 @@ def encode_classify(answer: Answer, k: int) -> Encoded:
             {"class_id": int(i), "label": labels[i], "score": float(s)} for i, s in zip(ids, scores, strict=True)
         ]
         results.append({"predictions": predictions})
-    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+    body: dict[str, Any] = {"model": answer.variant.name, "resolution": answer.resolution, "results": results}
+    if selection is not None:
+        body["selection"] = selection
+    return _json(body)
 
 
 def encode_embed(answer: Answer, normalize: bool) -> Encoded:

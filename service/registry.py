@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .auto_select import AutoSelector, Unavailable, build_selector
 from .batcher import Batcher
 from .calibration import CalibrationTarget, Timing, calibrate
 from .config import BatchingConfig, Settings
@@ -69,6 +70,7 @@ class Registry:
         # (model, resolution) -> this host's timing, for the ImageNet classifiers (calibration.py).
         self.timings: dict[tuple[str, int], Timing] = {}
         self.profile: Profile | None = None  # the store's tradeoffs.json (frontier.py)
+        self.auto: AutoSelector | Unavailable | None = None  # once loaded
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
@@ -94,10 +96,15 @@ class Registry:
         self.defaults = choose_defaults(variants, self._settings.default_model)
         targets = [_calibration_target(model, self._settings) for model in self.classifiers()]
         self.timings = await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds)
+        for model in self.classifiers():
+            timing = self.timings.get((model.variant.name, model.variant.native_resolution))
+            if timing is not None:
+                model.batcher.pace.expect((timing.batch_ms + timing.decode_ms) / 1000.0)
         try:
             self.profile = load_profile(self._settings.store)
         except ValueError as exc:
             log.error("no trade-off profile: %s", exc)
+        self.auto = self._selector()
         loaded = self.loaded_names()
         failed = [f"{s.name} ({s.error})" for s in self.states.values() if s.status is Status.FAILED]
         if not loaded:
@@ -110,6 +117,27 @@ class Registry:
             self.defaults["default_model"],
             f"; failed: {'; '.join(failed)}" if failed else "",
         )
+
+    def _selector(self) -> AutoSelector | Unavailable:
+        cores = self.shares.cores
+        variants = [model.variant for model in self.classifiers()]
+        auto = build_selector(
+            self._settings.auto, variants, self.profile, self.timings, self._wait_ms, self._admits, cores, self._metrics
+        )
+        if isinstance(auto, Unavailable):
+            log.warning("model=auto unavailable: %s", auto.reason)
+        else:
+            log.info("model=auto chooses among %s", ", ".join(f"{p.model}@{p.resolution}" for p in auto.frontier))
+        return auto
+
+    def _admits(self, name: str, count: int) -> bool:
+        state = self.states.get(name)
+        return state is not None and state.loaded is not None and state.loaded.batcher.can_admit(count)
+
+    def _wait_ms(self) -> float:
+        """The wait before a new image starts: every model's queued and running images share the cores."""
+        backlog = sum(s.loaded.batcher.backlog_seconds for s in self.states.values() if s.loaded is not None)
+        return 1000.0 * backlog / self.shares.cores
 
     def classifiers(self) -> list[LoadedModel]:
         """The loaded ImageNet classifiers, in store order: the trade-off points (tradeoffs.py)."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from .auto_select import AUTO
 from .core import Core, resolution_for
 from .errors import ServiceError
 from .postprocess import MIN_REGION_FRACTION
@@ -50,8 +51,27 @@ IMAGE_BODY = {
 }
 
 ModelQuery = Annotated[str | None, Query(description="variant name; omitted: the server's default for this task")]
+ClassifyModelQuery = Annotated[
+    str | None,
+    Query(
+        description="variant name, or `auto` for the most accurate point predicted within `latency_budget_ms`; "
+        "omitted: the server's default"
+    ),
+]
 ResolutionQuery = Annotated[
     int | None, Query(ge=1, le=4096, description="input size; one of the variant's `resolutions` (default: native)")
+]
+BudgetQuery = Annotated[
+    float | None,
+    Query(
+        gt=0, allow_inf_nan=False,
+        description="with model=auto: the latency in ms to choose for, at most the request deadline "
+        "(default: auto.default_budget_ms)",
+    ),
+]  # fmt: skip
+MinTop1Query = Annotated[
+    float | None,
+    Query(ge=0, le=100, allow_inf_nan=False, description="with model=auto: the least top-1 (percent) to accept"),
 ]
 
 
@@ -61,6 +81,10 @@ async def _serve(
     started = time.perf_counter()
     core: Core = request.app.state.core
     task = TASKS[task_name]
+    if model == AUTO and AUTO not in core.registry.states:
+        raise ServiceError(
+            400, f"model=auto is offered on /classify only, not on /{task_name}", code="unsupported_task"
+        )
     if model in core.registry.states:
         # Only names from the store become label values: a client must not mint new metric series.
         request.state.model = model
@@ -69,6 +93,37 @@ async def _serve(
     size = resolution_for(loaded.variant, resolution)
     images = await read_images(request, core.settings.max_images_per_request)
     encoded = await core.answer(task, loaded, size, images, started, **options)
+    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+
+
+async def _serve_auto(
+    request: Request, resolution: int | None, budget_ms: float | None, min_top1: float | None, k: int
+) -> Response:
+    """/classify with the point chosen by auto_select.py for the request's budget and the load now."""
+    started = time.perf_counter()
+    core: Core = request.app.state.core
+    if resolution is not None:
+        raise ServiceError(
+            422, "model=auto chooses the resolution itself: leave out resolution, or name a model",
+            code="invalid_parameter",
+        )  # fmt: skip
+    selector = core.auto_selector()
+    budget = core.settings.auto.default_budget_ms if budget_ms is None else budget_ms
+    deadline_ms = core.settings.default_batching.timeout_ms
+    if budget > deadline_ms:
+        raise ServiceError(
+            422, f"latency_budget_ms {budget:g} is beyond the request deadline ({deadline_ms:g} ms)",
+            code="invalid_parameter",
+        )  # fmt: skip
+    images = await read_images(request, core.settings.max_images_per_request)
+    choice = selector.choose(budget, min_top1, len(images))
+    task = TASKS["classify"]
+    loaded = core.resolve(choice.point.model, task)
+    request.state.model = loaded.variant.name
+    encoded = await core.answer(
+        task, loaded, choice.point.resolution, images, started, k=k, selection=choice.describe()
+    )
+    selector.observe(choice, time.perf_counter() - started)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 
@@ -107,10 +162,16 @@ async def _read_multipart(request: Request, max_images: int) -> list[bytes]:
 )
 async def classify(
     request: Request,
-    model: ModelQuery = None,
+    model: ClassifyModelQuery = None,
     top_k: Annotated[int, Query(ge=1, le=1000)] = 5,
     resolution: ResolutionQuery = None,
+    latency_budget_ms: BudgetQuery = None,
+    min_top1: MinTop1Query = None,
 ) -> Response:
+    if model == AUTO:
+        return await _serve_auto(request, resolution, latency_budget_ms, min_top1, top_k)
+    if latency_budget_ms is not None or min_top1 is not None:
+        raise ServiceError(422, "latency_budget_ms and min_top1 apply to model=auto only", code="invalid_parameter")
     return await _serve(request, "classify", model, resolution, k=top_k)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from .auto_select import AutoSelector, Unavailable
 from .core import Core
 from .error_handlers import error_response
 from .errors import ServiceError
@@ -80,7 +81,18 @@ async def tradeoffs(request: Request) -> Response:
             code="no_profile",
         )  # fmt: skip
     points = served_points(profile, [model.variant for model in registry.classifiers()], registry.timings)
-    return JsonResponse({"dataset": profile.dataset.model_dump(), "command": profile.command, "points": points})
+    auto = registry.auto
+    auto_info = {
+        "available": isinstance(auto, AutoSelector),
+        "reason": auto.reason if isinstance(auto, Unavailable) else None,
+        "default_budget_ms": _core(request).settings.auto.default_budget_ms,
+        "points": [{"model": p.model, "resolution": p.resolution} for p in auto.frontier]
+        if isinstance(auto, AutoSelector)
+        else [],
+    }
+    return JsonResponse(
+        {"dataset": profile.dataset.model_dump(), "command": profile.command, "points": points, "auto": auto_info}
+    )
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")

@@ -17,10 +17,20 @@ class ClassifyResult(BaseModel):
     predictions: list[Prediction]
 
 
+class AutoSelection(BaseModel):
+    mode: str = Field(description="`auto`: the server chose the model and resolution", examples=["auto"])
+    reason: str = Field(description="why this point: predicted within the budget, or the cheapest when none was")
+    budget_ms: float = Field(description="the latency budget the choice was made for")
+    predicted_ms: float = Field(description="the predicted completion: queue wait plus the point's own time")
+    predicted_wait_ms: float = Field(description="the (held) queue wait the prediction used")
+    expected_top1: float = Field(description="the point's top-1 in percent, from the store's trade-off profile")
+
+
 class ClassifyResponse(BaseModel):
     model: str
     resolution: int
     results: list[ClassifyResult] = Field(description="one per image, in the request's order")
+    selection: AutoSelection | None = Field(default=None, description="with model=auto: how the point was chosen")
 
 
 class EmbedResult(BaseModel):
@@ -104,10 +114,23 @@ class TradeoffDataset(BaseModel):
     labels_sha256: str
 
 
+class AutoPoint(BaseModel):
+    model: str
+    resolution: int
+
+
+class AutoInfo(BaseModel):
+    available: bool = Field(description="whether /classify?model=auto is served")
+    reason: str | None = Field(description="why not, when it is not")
+    default_budget_ms: float
+    points: list[AutoPoint] = Field(description="the frontier auto chooses on, cheapest first")
+
+
 class Tradeoffs(BaseModel):
     dataset: TradeoffDataset
     command: str
     points: list[TradeoffPoint]
+    auto: AutoInfo
 
 
 class Health(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from harness import ServerProcess, running_server
-from support import STORE, TV_INT8, V1_SMALL
+from support import STORE, TV_INT8, V1_SMALL, image_bytes
 
 from service.store import parse_variant
 from service.tradeoffs import PROFILE_NAME, on_frontier
@@ -61,11 +61,18 @@ def test_a_store_without_a_profile_answers_404_and_no_calibration_leaves_latency
     with running_server(tmp_path_factory.mktemp("no-profile"), config, store) as process, process.client() as http:
         response = http.get("/v1/tradeoffs")
         assert response.status_code == 404 and response.json()["error"]["code"] == "no_profile"
+        auto = http.post("/classify?model=auto", content=image_bytes("owl.jpg"), headers={"content-type": "image/jpeg"})
+        assert auto.status_code == 503 and PROFILE_NAME in auto.json()["error"]["message"]
         shutil.copy(STORE / PROFILE_NAME, store / PROFILE_NAME)
     with running_server(tmp_path_factory.mktemp("uncalibrated"), config, store) as process, process.client() as http:
-        points = http.get("/v1/tradeoffs").json()["points"]
+        body = http.get("/v1/tradeoffs").json()
+        auto = http.post("/classify?model=auto", content=image_bytes("owl.jpg"), headers={"content-type": "image/jpeg"})
+    points = body["points"]
     assert points and all(p["latency_ms"] is None and p["timing"] is None and not p["frontier"] for p in points)
     assert all(p["top1"] is not None for p in points)
+    # Auto never decides on costs measured elsewhere: without this host's timings it declines.
+    assert not body["auto"]["available"] and "calibration_seconds" in body["auto"]["reason"]
+    assert auto.status_code == 503 and auto.json()["error"]["code"] == "auto_unavailable"
 
 
 def test_a_figure_measured_on_other_weights_is_stale_and_unused(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,0 +1,154 @@
+"""Degrade instead of refusing: open-loop load at 0.5x to 4x the default model's capacity, fixed model against auto.
+
+The default model's capacity is measured first (closed loop, 32 clients). Then, at each multiple of it,
+an open-loop generator (tests/open_loop.py, in a process of its own) sends Poisson arrivals at that
+rate to `/classify` with the fixed default model, and to `/classify?model=auto` with a 100 ms budget.
+Per rate and mode it prints goodput (answers within the budget per second), p50/p99 from the scheduled
+send, refusals (429/503), timeouts, and the mean expected top-1 of the answers (the store profile's
+figure for each answer's model and resolution). A rate is held when at least 99% of the requests were
+answered within the budget and none was refused. For each rate it then finds the most accurate single
+fixed point (of auto's frontier) that holds it, to compare auto's mean expected top-1 with.
+
+    python bench/overload.py [--seconds 8] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
+
+from harness import LOOPBACK, ServerProcess, start_server  # noqa: E402
+from load import load_images, percentile, run_load  # noqa: E402
+from open_loop import OpenLoop, Sent, late_sends, run  # noqa: E402
+
+from service.config import PREFERRED_DEFAULT_MODEL  # noqa: E402
+
+CLASSIFIERS = [
+    "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160", "mobilenet_v1_0.75_192", "mobilenet_v1_1.0_224",
+    "mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224_ptq", "mobilenet_v2_1.0_224_tv", "mobilenet_v2_1.0_224_tv_int8",
+]  # fmt: skip
+HELD_SHARE = 0.99
+PAUSE_SECONDS = 3.0  # between runs: the queues drain and auto's load signal falls
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    rate: float
+    sent: int
+    goodput: float
+    within: float  # share of requests answered within the budget
+    p50_ms: float
+    p99_ms: float
+    refused: int
+    timeouts: int
+    late: int
+    top1: float  # mean expected top-1 of the answers
+    points: dict[str, int]
+
+    @property
+    def held(self) -> bool:
+        return self.within >= HELD_SHARE and self.refused == 0 and self.timeouts == 0
+
+
+def summarise(mode: str, rate: float, sent: list[Sent], seconds: float, budget_s: float, top1: dict) -> Row:
+    answered = [s for s in sent if s.status == 200]
+    latencies = sorted(s.latency if s.status else float("inf") for s in sent)
+    within = [s for s in answered if s.latency <= budget_s]
+    points: dict[str, int] = {}
+    for s in answered:
+        key = f"{s.model}@{s.resolution}"
+        points[key] = points.get(key, 0) + 1
+    mean_top1 = sum(top1[(s.model, s.resolution)] for s in answered) / len(answered) if answered else float("nan")
+    return Row(
+        mode, rate, len(sent), len(within) / seconds, len(within) / len(sent),
+        percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000,
+        sum(1 for s in sent if s.status in (429, 503)), sum(1 for s in sent if s.status == 0),
+        late_sends(sent), mean_top1, points,
+    )  # fmt: skip
+
+
+def drive(server: ServerProcess, mode: str, target: str, rate: float, args: argparse.Namespace, top1: dict) -> Row:
+    bodies = [image.data for image in load_images()]
+    load = OpenLoop(LOOPBACK, server.port, target, bodies, rate, args.seconds, seed=int(rate))
+    sent = run(load)
+    time.sleep(PAUSE_SECONDS)
+    return summarise(mode, rate, sent, args.seconds, args.budget_ms / 1000.0, top1)
+
+
+def print_rows(rows: list[Row]) -> None:
+    print("| mode | rate /s | goodput /s | within budget | p50 ms | p99 ms | refused | timeouts | late sends "
+          "| mean expected top-1 | points answered |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(r.points.items(), key=lambda kv: -kv[1])[:3])
+        print(f"| {r.mode} | {r.rate:.0f} | {r.goodput:.1f} | {r.within:.1%} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+              f"| {r.refused} | {r.timeouts} | {r.late} | {r.top1:.2f} | {shown} |", flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each open-loop run")
+    parser.add_argument("--multiples", default="0.5,1,2,3,4")
+    parser.add_argument("--budget-ms", type=float, default=100.0)
+    args = parser.parse_args()
+    multiples = [float(m) for m in args.multiples.split(",")]
+    config = {"models": CLASSIFIERS, "default_model": PREFERRED_DEFAULT_MODEL, "log_level": "warning"}
+    server = start_server(Path(tempfile.mkdtemp(prefix="overload-")), config)
+    try:
+        tradeoffs = httpx.get(server.url + "/v1/tradeoffs", timeout=10).json()
+        top1 = {(p["model"], p["resolution"]): p["top1"] for p in tradeoffs["points"]}
+        frontier = tradeoffs["auto"]["points"]
+        default = (PREFERRED_DEFAULT_MODEL, 224)
+        images = load_images()
+        closed = asyncio.run(run_load(server.url + "/classify", images, 32, 8.0, 2.0))
+        capacity = closed.throughput
+        print(f"{platform.processor() or platform.machine()}; default model {default[0]}@{default[1]}: "
+              f"{capacity:.1f} img/s closed loop at concurrency 32 (p99 {closed.p99_ms:.1f} ms)")  # fmt: skip
+        names = [f"{p['model']}@{p['resolution']}" for p in frontier]
+        print(f"auto's frontier: {', '.join(names)}\n")
+        auto_target = f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&top_k=1"
+        rows = []
+        for multiple in multiples:
+            rate = multiple * capacity
+            rows.append(drive(server, "fixed", "/classify?top_k=1", rate, args, top1))
+            rows.append(drive(server, "auto", auto_target, rate, args, top1))
+        print_rows(rows)
+        print("\nThe most accurate single fixed point that holds each rate:")
+        fixed_rows = []
+        start = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one
+        for multiple in multiples:
+            rate = multiple * capacity
+            for index in range(start, -1, -1):
+                point = frontier[index]
+                target = f"/classify?model={point['model']}&resolution={point['resolution']}&top_k=1"
+                row = drive(server, names[index], target, rate, args, top1)
+                fixed_rows.append(row)
+                if row.held:
+                    start = index
+                    break
+            else:
+                print(f"(no single point holds {rate:.0f}/s, so none holds a higher rate)")
+                break
+        print_rows(fixed_rows)
+        held = {
+            mode: max((r.rate for r in rows if r.mode == mode and r.held), default=0.0) for mode in ("fixed", "auto")
+        }
+        print(f"\nhighest rate held: fixed {held['fixed']:.0f}/s, auto {held['auto']:.0f}/s")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""model=auto's choice (auto_select.py): the budget rule, the accuracy floor, full queues, and the ceiling's hysteresis.
+
+A clock and a queue wait the test sets stand in for time and load; the points, the metrics and the
+errors are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support import STORE, V1_SMALL, metric_value
+
+from service.auto_select import MAX_HOLD_FACTOR, AutoSelector, Ceiling, Point, Unavailable, build_selector
+from service.calibration import Timing
+from service.config import AutoConfig
+from service.errors import ServiceError
+from service.frontier import Profile
+from service.metrics import Metrics
+from service.store import parse_variant
+from service.tradeoffs import PROFILE_NAME
+
+POINTS = [  # cheapest first, as on a frontier
+    Point("small", 128, 55.0, 4.0),
+    Point("medium", 160, 70.0, 6.0),
+    Point("large", 192, 76.0, 9.0),
+    Point("large", 224, 79.0, 13.0),
+]
+BUDGET = 100.0
+
+
+class Load:
+    """The test's clock and queue wait."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.wait = 0.0
+        self.full: set[str] = set()
+
+    def selector(self, **config: float) -> AutoSelector:
+        settings = AutoConfig(default_budget_ms=BUDGET, **config)
+        admits = lambda model, count: model not in self.full  # noqa: E731
+        return AutoSelector(POINTS, settings, lambda: self.wait, admits, 2, Metrics(), lambda: self.now)
+
+    def run(self, selector: AutoSelector, seconds: float, wait: float, step: float = 0.01) -> list[Point]:
+        """Requests every `step` seconds for `seconds` under a queue wait of `wait` ms; the points chosen."""
+        self.wait = wait
+        chosen = []
+        end = self.now + seconds
+        while self.now < end:
+            self.now += step
+            chosen.append(selector.choose(BUDGET, None).point)
+        return chosen
+
+
+def test_an_idle_server_answers_with_the_most_accurate_point_and_says_why() -> None:
+    choice = Load().selector().choose(BUDGET, None)
+    assert choice.point == POINTS[-1] and choice.within_budget
+    described = choice.describe()
+    assert described["mode"] == "auto" and described["budget_ms"] == BUDGET
+    assert described["predicted_ms"] == 13.0 and described["expected_top1"] == 79.0
+    assert "within the budget" in described["reason"]
+
+
+def test_the_most_accurate_point_that_fits_a_tight_budget_and_the_cheapest_when_none_does() -> None:
+    selector = Load().selector()
+    assert selector.choose(8.0, None).point == POINTS[1]
+    # Four images on two cores: two rounds of each point's time.
+    assert selector.choose(8.0, None, images=4).point == POINTS[0]
+    choice = selector.choose(1.0, None)
+    assert choice.point == POINTS[0] and not choice.within_budget
+    assert "cheapest" in choice.describe()["reason"]
+
+
+def test_min_top1_is_a_floor_and_an_unreachable_one_is_a_422() -> None:
+    selector = Load().selector()
+    assert selector.choose(5.0, 70.0).point == POINTS[1]  # over the budget rather than under the floor
+    with pytest.raises(ServiceError) as raised:
+        selector.choose(BUDGET, 90.0)
+    assert raised.value.status == 422 and raised.value.code == "min_top1_unreachable"
+    assert "79" in raised.value.message
+
+
+def test_a_model_whose_queue_is_full_is_passed_over() -> None:
+    load = Load()
+    load.full.add("large")
+    assert load.selector().choose(BUDGET, None).point == POINTS[1]
+    load.full.update({"small", "medium"})
+    assert load.selector().choose(BUDGET, None).point == POINTS[-1]  # every queue full: the batcher refuses
+
+
+def test_the_ceiling_comes_down_under_load_and_climbs_back_one_point_per_quiet_hold() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    assert load.run(selector, 0.5, wait=0.0)[-1] == POINTS[-1]
+    under_load = load.run(selector, 2.0, wait=30.0)
+    assert under_load[-1] == POINTS[0]
+    # The ceiling follows the smoothed wait: the first request under load still gets the top point.
+    assert under_load[0] == POINTS[-1]
+    climbing = load.run(selector, 3.5, wait=0.0)
+    changes = [index for index in range(1, len(climbing)) if climbing[index] != climbing[index - 1]]
+    assert [climbing[i] for i in changes] == POINTS[1:]
+    # One point per hold of quiet: the steps are about a second apart.
+    assert all(b - a >= 90 for a, b in zip(changes, changes[1:], strict=False))
+
+
+def test_an_idle_spell_counts_as_quiet() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    load.run(selector, 2.0, wait=60.0)
+    load.now += 10.0
+    load.wait = 0.0
+    assert selector.choose(BUDGET, None).point == POINTS[-1]
+
+
+def test_a_failed_climb_doubles_the_hold_before_the_next_try() -> None:
+    ceiling = Ceiling([p.service_ms for p in POINTS], BUDGET, 1.0, now=0.0)
+    now = 0.0
+    for _ in range(400):  # down to the bottom
+        now += 0.01
+        ceiling.update(80.0, now)
+    assert ceiling.level == 0
+    climbs = []
+    for cycle in range(6):
+        while ceiling.level == 0:  # quiet until it climbs
+            now += 0.01
+            ceiling.update(0.0, now)
+        climbs.append(now)
+        while ceiling.level > 0:  # the load returns at once: the climb fails
+            now += 0.01
+            ceiling.update(80.0, now)
+    gaps = [b - a for a, b in zip(climbs, climbs[1:], strict=False)]
+    assert gaps[1] > 1.8 * gaps[0] and gaps[2] > 1.8 * gaps[1]
+    assert gaps[-1] < MAX_HOLD_FACTOR * 1.0 + 2.0  # capped
+
+
+def test_choices_are_counted_with_their_predictions() -> None:
+    load = Load()
+    selector = load.selector()
+    metrics = selector._metrics
+    choice = selector.choose(BUDGET, None)
+    selector.observe(choice, 0.02)
+    text = metrics.render().decode()
+    labels = {"model": "large", "resolution": "224"}
+    assert metric_value(text, "mobilenet_auto_selections_total", budget="within", **labels) == 1
+    assert metric_value(text, "mobilenet_auto_predicted_seconds_sum", **labels) == pytest.approx(0.013)
+    assert metric_value(text, "mobilenet_auto_latency_seconds_sum", **labels) == pytest.approx(0.02)
+    assert metric_value(text, "mobilenet_auto_ceiling_top1") == 79.0
+
+
+def _build(config: AutoConfig, profile: Profile | None, timed: bool = True) -> AutoSelector | Unavailable:
+    variant = parse_variant(STORE / V1_SMALL)
+    timings = {(V1_SMALL, r): Timing(1.0 + r / 100, 1.0, 4, 2.0) for r in variant.resolutions} if timed else {}
+    return build_selector(config, [variant], profile, timings, lambda: 0.0, lambda m, c: True, 2, Metrics())
+
+
+def _profile() -> Profile:
+    return Profile.model_validate_json((STORE / PROFILE_NAME).read_bytes())
+
+
+def test_the_selector_is_built_over_the_frontier_of_the_candidates() -> None:
+    selector = _build(AutoConfig(), _profile())
+    assert isinstance(selector, AutoSelector)
+    assert [p.resolution for p in selector.frontier] == [128, 160, 192]  # 224 is less accurate than 192
+    one = _build(AutoConfig(candidates=[f"{V1_SMALL}@160"]), _profile())
+    assert isinstance(one, AutoSelector) and [p.resolution for p in one.frontier] == [160]
+
+
+@pytest.mark.parametrize(
+    ("config", "profile", "timed", "status", "words"),
+    [
+        (AutoConfig(enabled=False), "committed", True, 404, "switched off"),
+        (AutoConfig(), None, True, 503, "tradeoffs.json"),
+        (AutoConfig(candidates=["mobilenet_v2_1.0_224"]), "committed", True, 503, "auto.candidates"),
+        (AutoConfig(), "stale", True, 503, "other weights"),
+        (AutoConfig(), "committed", False, 503, "calibration_seconds"),
+    ],
+)
+def test_why_auto_is_unavailable(config: AutoConfig, profile: str | None, timed: bool, status: int, words: str) -> None:
+    loaded = None if profile is None else _profile()
+    if profile == "stale":
+        document = json.loads((STORE / PROFILE_NAME).read_text())
+        for point in document["points"]:
+            point["sha256"] = "0" * 64
+        loaded = Profile.model_validate(document)
+    unavailable = _build(config, loaded, timed)
+    assert isinstance(unavailable, Unavailable)
+    error = unavailable.error()
+    assert error.status == status and words in error.message
+
+
+def test_auto_needs_an_imagenet_classifier() -> None:
+    unavailable = build_selector(AutoConfig(), [], _profile(), {}, lambda: 0.0, lambda m, c: True, 2, Metrics())
+    assert isinstance(unavailable, Unavailable) and "ImageNet classifier" in unavailable.reason
