@@ -323,7 +323,9 @@ def main() -> None:
         "--max-queue-delay-ms", type=float, help="batching on: max_queue_delay_ms (default: the service's)"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--instances", type=int, help="batching on: instances (default: the service's, one per thread)")
+    parser.add_argument(
+        "--instances", type=int, help="batching on: instances (default: the service's, one per thread)"
+    )
     parser.add_argument("--json", type=Path, help="also write the points here")
     args = parser.parse_args()
     # Turn SIGTERM into SystemExit so the servers started below are stopped on the way out.

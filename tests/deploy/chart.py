@@ -42,9 +42,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "autoscaling-off": {"autoscaling": {"enabled": False}},
     "all-options": ALL_OPTIONS,
-    "all-options-pvc-store": merged(ALL_OPTIONS, {"modelStore": {"source": "persistentVolumeClaim"}}),
+    "all-options-pvc-store": merged(
+        ALL_OPTIONS, {"modelStore": {"source": "persistentVolumeClaim"}}
+    ),
     "all-options-image-store": merged(ALL_OPTIONS, {"modelStore": {"source": "image"}}),
-    "all-options-keda-request-rate": merged(ALL_OPTIONS, {"autoscaling": {"loadMetric": {"metric": "requestRate"}}}),
+    "all-options-keda-request-rate": merged(
+        ALL_OPTIONS, {"autoscaling": {"loadMetric": {"metric": "requestRate"}}}
+    ),
     "all-options-adapter-queue-depth": merged(
         ALL_OPTIONS,
         {"autoscaling": {"loadMetric": {"provider": "prometheusAdapter", "metric": "queueDepth"}}},
@@ -62,13 +66,17 @@ EMPTY_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nus
 @functools.cache
 def helm_config() -> helm.Config:
     # An explicit empty kubeconfig: a developer's real cluster is never read.
-    return helm.Config(kubeconfig_content=EMPTY_KUBECONFIG, namespace=NAMESPACE, storage_driver="memory")
+    return helm.Config(
+        kubeconfig_content=EMPTY_KUBECONFIG, namespace=NAMESPACE, storage_driver="memory"
+    )
 
 
 def install(values: dict[str, Any]) -> list[dict[str, Any]]:
     """`helm install --dry-run=client`: schema validation, rendering, sorting."""
     with helm.Chart.load(CHART) as chart:
-        release = helm_config().install(chart, RELEASE, values, dry_run="client", namespace=NAMESPACE)
+        release = helm_config().install(
+            chart, RELEASE, values, dry_run="client", namespace=NAMESPACE
+        )
     return [doc for doc in yaml.safe_load_all(release["manifest"]) if doc]
 
 
@@ -78,7 +86,9 @@ def rendered(value_set: str) -> tuple[dict[str, Any], ...]:
 
 
 def one(docs: tuple[dict[str, Any], ...], kind: str, name_suffix: str = "") -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"].endswith(name_suffix)]
+    found = [
+        doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"].endswith(name_suffix)
+    ]
     assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
     return found[0]
 

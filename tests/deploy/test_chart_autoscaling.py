@@ -15,12 +15,16 @@ def test_default_autoscaling_is_cpu_only() -> None:
     assert "replicas" in one(rendered("autoscaling-off"), "Deployment")["spec"]
 
 
-@pytest.mark.parametrize("value_set", ["all-options-adapter-queue-depth", "all-options-adapter-request-rate"])
+@pytest.mark.parametrize(
+    "value_set", ["all-options-adapter-queue-depth", "all-options-adapter-request-rate"]
+)
 def test_prometheus_adapter_metric_is_one_the_adapter_serves(value_set: str) -> None:
     docs = rendered(value_set)
     assert "ScaledObject" not in kinds(docs)
     metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
-    pods_metrics = [metric["pods"]["metric"]["name"] for metric in metrics if metric["type"] == "Pods"]
+    pods_metrics = [
+        metric["pods"]["metric"]["name"] for metric in metrics if metric["type"] == "Pods"
+    ]
     assert len(pods_metrics) == 1 and pods_metrics[0] in adapter_metric_names()
 
 

@@ -58,7 +58,9 @@ def test_config_file_reaches_the_server_without_secrets(value_set: str) -> None:
     env = {item["name"]: item for item in server["env"]}
     config_path = Path(env["MOBILENET_CONFIG"]["value"])
     mounts = {mount["mountPath"]: mount for mount in server["volumeMounts"]}
-    config_volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(config_path.parent)]["name"])
+    config_volume = next(
+        v for v in pod["volumes"] if v["name"] == mounts[str(config_path.parent)]["name"]
+    )
     assert config_volume["configMap"]["name"] == one(docs, "Deployment")["metadata"]["name"]
     assert config_path.name == "config.yaml"
 
@@ -82,7 +84,10 @@ def test_service_accepts_the_rendered_config_file(value_set: str, tmp_path: Path
     path.write_text(yaml.safe_dump(config))
     # The service's own settings class reads the file (it forbids unknown
     # keys), run from the checkout like the server itself.
-    load = "import sys; from service.config import Settings; print(Settings(config=sys.argv[1]).model_dump_json())"
+    load = (
+        "import sys; from service.config import Settings; "
+        "print(Settings(config=sys.argv[1]).model_dump_json())"
+    )
     env = {key: value for key, value in os.environ.items() if not key.startswith("MOBILENET_")}
     result = subprocess.run(
         [sys.executable, "-c", load, str(path)],

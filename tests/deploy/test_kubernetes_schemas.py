@@ -73,7 +73,8 @@ def test_manifests_validate_against_kubernetes_and_crd_schemas(value_set: str) -
         key = (doc["apiVersion"], doc["kind"])
         if key in CRD_MODELS:
             errors = [
-                f"{'.'.join(map(str, error.path))}: {error.message}" for error in crd_validator(*key).iter_errors(doc)
+                f"{'.'.join(map(str, error.path))}: {error.message}"
+                for error in crd_validator(*key).iter_errors(doc)
             ]
             assert errors == [], where
             CRD_MODELS[key].model_validate(doc)
@@ -83,5 +84,6 @@ def test_manifests_validate_against_kubernetes_and_crd_schemas(value_set: str) -
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
                 pytest.fail(
-                    f"{where} is invalid for Kubernetes {version}: {'.'.join(map(str, error.path))}: {error.message}"
+                    f"{where} is invalid for Kubernetes {version}: "
+                    f"{'.'.join(map(str, error.path))}: {error.message}"
                 )

@@ -46,7 +46,9 @@ def promql_expressions() -> dict[str, str]:
             selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"]["query"])
             assert selector, variable["name"]
             queries[f"variable {variable['name']}"] = selector.group(1)
-    for index, rule in enumerate(yaml.safe_load(ADAPTER_VALUES_FILE.read_text())["rules"]["custom"]):
+    for index, rule in enumerate(
+        yaml.safe_load(ADAPTER_VALUES_FILE.read_text())["rules"]["custom"]
+    ):
         queries[f"adapter rule {index}"] = rule["seriesQuery"]
     return queries
 

@@ -186,12 +186,8 @@ def test_deeplab_matches_tflite(variant: tflite_variants.TfliteVariant) -> None:
         if photo.endswith("_segmentation.png"):
             truth = np.asarray(Image.open(truth_path))
             size = (truth.shape[1], truth.shape[0])
-            ours_iou = _foreground_iou(
-                np.asarray(Image.fromarray(ours_mask.astype(np.uint8)).resize(size, Image.NEAREST)), truth, photo
-            )
-            ref_iou = _foreground_iou(
-                np.asarray(Image.fromarray(ref_mask.astype(np.uint8)).resize(size, Image.NEAREST)), truth, photo
-            )
+            ours_iou = _foreground_iou(np.asarray(Image.fromarray(ours_mask.astype(np.uint8)).resize(size, Image.NEAREST)), truth, photo)
+            ref_iou = _foreground_iou(np.asarray(Image.fromarray(ref_mask.astype(np.uint8)).resize(size, Image.NEAREST)), truth, photo)
             assert ref_iou > 0.8, f"the reference itself finds the {photo} object (IoU {ref_iou:.3f})"
             assert abs(ours_iou - ref_iou) <= 0.01, (photo, ours_iou, ref_iou)
 
@@ -224,11 +220,7 @@ def test_manifests_describe_their_graphs() -> None:
             assert set(outputs) == {"seg_logits"}
             continue
         assert outputs["logits"][1] == manifest["num_classes"]
-        assert (
-            outputs["embedding"][1]
-            == manifest["embedding_dim"]
-            == int(1024 * variant.alpha if variant.family == "v1" else 1280)
-        )
+        assert outputs["embedding"][1] == manifest["embedding_dim"] == int(1024 * variant.alpha if variant.family == "v1" else 1280)
         for stride, channels in manifest["feature_strides"].items():
             assert outputs[f"features_s{stride}"][1] == channels
     v1 = json.loads((STORE / "mobilenet_v1_1.0_224" / "manifest.json").read_text())
