@@ -36,8 +36,8 @@ from .tradeoffs import PROFILE_NAME, on_frontier
 AUTO = "auto"
 # The ceiling comes down when the predicted completion at it passes this share of the target (the default
 # budget), and goes up once the next point up would stay under UP_BELOW of it: the band between is hysteresis.
-DOWN_AT = 0.25
-UP_BELOW = 0.15
+DOWN_AT = 0.4
+UP_BELOW = 0.2
 MIN_SETTLE_SECONDS = 0.4
 SMOOTHING_SECONDS = 0.2
 MAX_HOLD_FACTOR = 8

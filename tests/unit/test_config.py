@@ -77,6 +77,17 @@ def test_nested_env_batching(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().default_batching.max_batch_size == 3
 
 
+def test_auto_settings_from_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_yaml(tmp_path, {"auto": {"enabled": False, "default_budget_ms": 250, "hold_seconds": 3}})
+    monkeypatch.setenv("MOBILENET_AUTO__CANDIDATES", "m1, m2@160")
+    settings = Settings(config=config)
+    assert settings.auto.candidates == ["m1", "m2@160"]
+    assert not settings.auto.enabled and settings.auto.default_budget_ms == 250 and settings.auto.hold_seconds == 3
+    for bad in ({"default_budget_ms": 0}, {"wait_factor": 0.5}, {"hold_seconds": 0}, {"budget": 5}):
+        with pytest.raises(ValidationError):
+            Settings(config=write_yaml(tmp_path, {"auto": bad}))
+
+
 def test_api_key_from_env_and_empty_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOBILENET_API_KEY", "s3cret")
     assert Settings().api_key is not None and Settings().api_key.get_secret_value() == "s3cret"
