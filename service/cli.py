@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mobilenet-serve",
         description=(
-            "Serve the MobileNet model store over HTTP. Flags override MOBILENET_* variables and the YAML file."
+            "Serve the MobileNet model store over HTTP. Flags override MOBILENET_* variables and the YAML file. "
+            "`mobilenet-serve import --help` turns your own model into a store entry."
         ),
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -35,6 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="YAML settings file")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     return parser.parse_args(argv)
+
+
+def run_import(argv: list[str]) -> int:
+    """`mobilenet-serve import ...` (model_store/build/import_command.py), which needs the `build` extra."""
+    try:
+        from model_store.build.import_command import main as import_main
+    except ImportError as exc:
+        print(f"mobilenet-serve import needs the onnx package ({exc}): pip install 'mobilenet-serve[build]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return import_main(argv)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -58,6 +70,9 @@ def logging_config(level: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import"]:
+        raise SystemExit(run_import(argv[1:]))
     args = parse_args(argv)
     try:
         settings = load_settings(args)
