@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from . import __version__, rest, rest_status, v2
 from .config import Settings
@@ -17,6 +18,7 @@ from .heap_trim import PeriodicTrim
 from .metrics import Metrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from .registry import Registry
+from .repository import POLL, Repository
 from .store_watch import StoreWatch
 
 log = logging.getLogger("mobilenet_serve.app")
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     registry = Registry(settings, metrics)
     core = Core(settings, registry)
+    repository = Repository(registry, metrics, settings.model_control_mode)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,16 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _watch_when_loaded(loading, StoreWatch(registry, metrics), settings.store_check_interval_seconds),
             name="watch-store",
         )
+        polling = asyncio.create_task(_poll_when_loaded(loading, repository, settings), name="poll-store")
         trimming = PeriodicTrim(settings.heap_trim_interval_seconds) if settings.heap_trim_interval_seconds else None
         if trimming is not None:
             trimming.start()
         try:
             yield
         finally:
-            for task in (loading, watching):
+            for task in (loading, watching, polling):
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(loading, watching, return_exceptions=True)
+            await asyncio.gather(loading, watching, polling, return_exceptions=True)
             if trimming is not None:
                 trimming.stop()
             await registry.close(settings.shutdown_grace_seconds)
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.core = core
+    app.state.repository = repository
     app.state.metrics = metrics
     routers = (rest.router, rest_status.router, v2.router)
     for router in routers:
@@ -73,8 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_buffered_bytes=settings.max_buffered_body_bytes,
         formats=formats,
     )
-    if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), formats=formats)
+    if settings.api_key is not None or settings.admin_api_key is not None:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            api_key=_secret(settings.api_key),
+            admin_key=_secret(settings.admin_api_key),
+            formats=formats,
+        )
     # FastAPI's own routes (the docs) and ours, which recent FastAPI keeps inside the routers it includes.
     routes = [route for route in app.routes if getattr(route, "path", None)]
     routes += [route for router in routers for route in router.routes]
@@ -82,10 +92,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+async def _poll_when_loaded(loading: asyncio.Task[None], repository: Repository, settings: Settings) -> None:
+    if settings.model_control_mode == POLL:
+        await asyncio.wait([loading])
+        await repository.poll(settings.repository_poll_seconds)
+
+
 async def _watch_when_loaded(loading: asyncio.Task[None], watch: StoreWatch, interval_seconds: float) -> None:
     # After loading, so the first pass covers every model that loaded; waiting never cancels the loading.
     await asyncio.wait([loading])
     await watch.run(interval_seconds)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store", type=Path, help="model store directory (default: the bundled model_store/)")
     parser.add_argument("--config", type=Path, help="YAML settings file")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--model-control-mode", choices=["none", "explicit", "poll"],
+        help="who changes the loaded models while serving, as Triton's flag (default none)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 

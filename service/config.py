@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     # The largest V2 inference response, estimated before it is serialised; past it the request gets a 400.
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     api_key: SecretStr | None = None
+    # When set, the model-control routes (/v2/repository/...) need this key instead of api_key.
+    admin_api_key: SecretStr | None = None
+    # Who changes the loaded models while serving, as Triton's --model-control-mode: none (those loaded at
+    # start stay), explicit (the repository routes load and unload), poll (the store is followed).
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    # How often poll mode compares the store with what is loaded (Triton's --repository-poll-secs).
+    repository_poll_seconds: float = Field(default=15.0, gt=0.0)
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)
     # How long an idle keep-alive connection stays open. It must outlast the idle timeout of every client pool,
@@ -129,7 +136,7 @@ class Settings(BaseSettings):
     def _split_models(cls, value: Any) -> Any:
         return _split_names(value)
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "admin_api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: Any) -> Any:
         # An empty MOBILENET_API_KEY (common in Helm templates) means "no key", not "the empty key".

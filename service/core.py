@@ -90,6 +90,8 @@ class Core:
         """Run a task on encoded images and encode its answer."""
         if task.max_images is not None and len(images) > task.max_images:
             raise ServiceError(400, f"/{task.name} takes exactly one image, got {len(images)}", code="one_image_only")
+        # The images were read since the model was resolved: a reload may have replaced it meanwhile.
+        model = self.registry.live(model)
         results = await self.run(model, images, resolution, task.outputs, started)
         answer = Answer(model.variant, resolution, results)
         if not task.encode_off_loop:
@@ -116,6 +118,7 @@ class Core:
             await self._job(index, model, source, image, resolution, outputs, deadline)
             for index, (source, image) in enumerate(zip(sources, opened, strict=True))
         ]
+        model = self.registry.live(model)  # as in answer(): for the V2 protocol, which calls run() itself
         futures = model.batcher.submit(jobs, (resolution, outputs), deadline)
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
         for future in pending:

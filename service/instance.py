@@ -92,6 +92,7 @@ class ModelInstances:
         metrics: Metrics,
         shares: CpuShares,
         decoders: DecoderPool | None = None,
+        share: str | None = None,
     ) -> None:
         self.instances = instances
         self._variant = variant
@@ -100,6 +101,8 @@ class ModelInstances:
         self._max_pixels = max_pixels
         self._metrics = metrics
         self._shares = shares
+        # The model's flow in the CPU shares: its name, or one per load while a reload overlaps the old one.
+        self._share = share or variant.name
         self._decoders = decoders
         self._local = threading.local()
         self._thread_index = itertools.count()
@@ -125,7 +128,7 @@ class ModelInstances:
 
     def _run(self, batch: list[Queued[ImageJob]], alone: bool) -> BatchResult:
         """On an instance thread: take a core, decode each image there, then run the decoded ones together."""
-        with self._shares.turn(self._name, whole=alone, prefer=self._local.index) as grant:
+        with self._shares.turn(self._share, whole=alone, prefer=self._local.index) as grant:
             if grant.cpu is not None and getattr(self._local, "cpu", None) != grant.cpu:
                 pin_this_thread(grant.cpu)
                 self._local.cpu = grant.cpu

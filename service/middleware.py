@@ -74,35 +74,51 @@ class ObservabilityMiddleware:
 
 
 class ApiKeyMiddleware:
-    """When an API key is configured, every path but health, readiness and metrics needs it."""
+    """Every path but health, readiness and metrics needs the API key, when one is configured.
 
-    def __init__(self, app: ASGIApp, api_key: str, formats: ErrorFormats) -> None:
+    The model-control routes (`admin_prefix`) need the admin key instead when one is configured: a client
+    that may run inference should not thereby be able to unload the models others use.
+    """
+
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, formats: ErrorFormats, admin_key: str | None = None,
+        admin_prefix: str = "/v2/repository",
+    ) -> None:  # fmt: skip
         self.app = app
-        self.api_key = api_key.encode()
+        self.api_key = None if api_key is None else api_key.encode()
+        self.admin_key = None if admin_key is None else admin_key.encode()
+        self.admin_prefix = admin_prefix
         self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED_PATHS or self._authorized(scope):
+        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        admin = self.admin_key is not None and scope["path"].startswith(self.admin_prefix)
+        key = self.admin_key if admin else self.api_key
+        if key is None or _offers(scope, key):
             await self.app(scope, receive, send)
             return
         error = ServiceError(
             401,
-            "missing or wrong API key; send it as X-API-Key or Authorization: Bearer",
+            f"missing or wrong {'admin ' if admin else ''}API key; send it as X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
         await self.formats.response(scope["path"], error)(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                offered = value.strip()
-            elif name == b"authorization" and value[:7].lower() == b"bearer ":
-                offered = value[7:].strip()
-            else:
-                continue
-            if hmac.compare_digest(offered, self.api_key):
-                return True
-        return False
+
+def _offers(scope: Scope, key: bytes) -> bool:
+    """Whether the request carries `key` as X-API-Key or as a bearer token."""
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            offered = value.strip()
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
+            offered = value[7:].strip()
+        else:
+            continue
+        if hmac.compare_digest(offered, key):
+            return True
+    return False
 
 
 class BodyLimitMiddleware:

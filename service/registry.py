@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from .auto_select import AutoSelector, Unavailable, build_selector
 from .batcher import Batcher
@@ -14,10 +17,12 @@ from .calibration import CalibrationTarget, Timing, calibrate
 from .config import BatchingConfig, Settings
 from .cpu_affinity import instance_cpus
 from .cpu_shares import CpuShares
-from .decoders import Decoder, DecoderPool
+from .decoder_setup import start_decoders, start_large_images
+from .decoders import DecoderPool
+from .errors import ServiceError
 from .frontier import Profile, load_profile
 from .instance import ModelInstances, ModelSession
-from .large_images import NICE, LargeImages
+from .large_images import LargeImages
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
 from .tasks import DEFAULTS, outputs_for
@@ -40,6 +45,7 @@ class LoadedModel:
     variant: Variant
     batcher: Batcher
     instances: ModelInstances
+    share: str = ""  # its flow in the CPU shares
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Registry:
         self.timings: dict[tuple[str, int], Timing] = {}
         self.profile: Profile | None = None  # the store's tradeoffs.json (frontier.py)
         self.auto: AutoSelector | Unavailable | None = None  # once loaded
+        self._loads = itertools.count()
 
     async def load(self) -> None:
         """Read the store, load and warm up every configured variant, then declare readiness."""
@@ -139,6 +146,22 @@ class Registry:
         backlog = sum(s.loaded.batcher.backlog_seconds for s in self.states.values() if s.loaded is not None)
         return 1000.0 * backlog / self.shares.cores
 
+    @property
+    def store(self) -> Path:
+        return self._settings.store
+
+    @property
+    def wanted(self) -> set[str] | None:
+        """The variants the settings name (`models`), None for every one in the store."""
+        return None if self._settings.models is None else set(self._settings.models)
+
+    def live(self, model: LoadedModel) -> LoadedModel:
+        """The version of `model`'s variant that takes requests now: a reload may have replaced it."""
+        state = self.states.get(model.variant.name)
+        if state is None or state.loaded is None:
+            raise ServiceError(503, f"model {model.variant.name!r} was unloaded", code="model_unavailable")
+        return state.loaded
+
     def classifiers(self) -> list[LoadedModel]:
         """The loaded ImageNet classifiers, in store order: the trade-off points (tradeoffs.py)."""
         loaded = [s.loaded for s in self.states.values() if s.loaded is not None]
@@ -176,7 +199,7 @@ class Registry:
         variant = state.variant
         assert variant is not None
         try:
-            state.loaded = await self._open(variant)
+            state.loaded = await self.open(variant)
         except Exception as exc:
             state.status, state.error = Status.FAILED, str(exc)
             log.error("variant %s skipped: %s", variant.name, exc)
@@ -184,25 +207,52 @@ class Registry:
         state.status = Status.LOADED
         self._metrics.model_loaded.labels(variant.name).set(1)
 
-    async def _open(self, variant: Variant) -> LoadedModel:
+    async def open(self, variant: Variant) -> LoadedModel:
+        """A new loaded instance of `variant`, warmed up; one of the same name may go on serving meanwhile."""
         config = self._settings.batching_for(variant.name)
         count = config.instances or 1  # batching_for has resolved it; `or 1` narrows the type
+        share = f"{variant.name}#{next(self._loads)}"
         session = await asyncio.to_thread(self._open_session, variant)
         instances = ModelInstances(
-            variant, session, count, self._settings.max_image_pixels, self._metrics, self.shares, self._decoders
+            variant, session, count, self._settings.max_image_pixels, self._metrics, self.shares, self._decoders, share
         )
         depth = self._metrics.queue_depth.labels(variant.name)
         batcher = Batcher(variant.name, config, instances.run_batch, count, depth.set, _batch_limit(variant, config))
-        self.shares.add(variant.name, lambda: batcher.in_flight)
+        self.shares.add(share, lambda: batcher.in_flight)
         try:
             # One run per output set a request can ask for: ONNX Runtime prepares each set on first use.
             for task in sorted(variant.tasks):
                 await instances.warm_up(outputs_for(task))
         except Exception:
-            self.shares.remove(variant.name)
+            self.shares.remove(share)
             instances.close()
             raise
-        return LoadedModel(variant, batcher, instances)
+        return LoadedModel(variant, batcher, instances, share)
+
+    async def retire(self, model: LoadedModel) -> None:
+        """Let a model that no longer takes requests finish those it has, then free it."""
+        await model.batcher.drain(self._settings.shutdown_grace_seconds)
+        self.shares.remove(model.share)
+        await asyncio.to_thread(model.instances.close)
+        # The sessions sit in reference cycles (an executor's initializer is a bound method of its owner):
+        # collected now, their memory goes back at once instead of at some later collection.
+        gc.collect()
+
+    async def refresh(self, changed: str | None = None) -> None:
+        """After models came or went (`changed` was loaded anew): the default models, the trade-off profile,
+        this host's timings and model=auto's points."""
+        self.timings = {key: timing for key, timing in self.timings.items() if key[0] != changed}
+        try:
+            self.profile = load_profile(self._settings.store)
+        except ValueError as exc:
+            log.error("no trade-off profile: %s", exc)
+            self.profile = None
+        loaded = [s.loaded for s in self.states.values() if s.loaded is not None]
+        self.defaults = choose_defaults([model.variant for model in loaded], self._settings.default_model)
+        untimed = [m for m in self.classifiers() if (m.variant.name, m.variant.native_resolution) not in self.timings]
+        targets = [_calibration_target(model, self._settings) for model in untimed]
+        self.timings.update(await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds))
+        self.auto = self._selector()
 
     def _open_session(self, variant: Variant) -> ModelSession:
         verify_onnx(variant)
@@ -236,39 +286,6 @@ def _calibration_target(model: LoadedModel, settings: Settings) -> CalibrationTa
         lambda resolution: limit((resolution, ("logits",))),
         lambda batch: session.run(batch, ("logits",), alone=False),
     )
-
-
-def start_large_images(settings: Settings, metrics: Metrics) -> LargeImages:
-    """The lane for large images, with a niced decoder process of its own where decoding has a budget."""
-    decoder = None
-    if settings.decode_budget_seconds and settings.large_image_pixels:
-        decoder = Decoder(
-            settings.max_image_pixels, settings.decode_budget_seconds, None, _count_restart(metrics), nice=NICE
-        )
-    return LargeImages(decoder, settings.max_image_pixels, settings.large_image_pixels)
-
-
-def start_decoders(settings: Settings, metrics: Metrics) -> DecoderPool | None:
-    """One decoder process per core, or None where images are decoded on the instance threads."""
-    if not settings.decode_budget_seconds:
-        return None
-    cores = settings.intra_op_threads
-    try:
-        return DecoderPool(
-            cores,
-            settings.max_image_pixels,
-            settings.decode_budget_seconds,
-            instance_cpus(cores, settings.pin_instances),
-            _count_restart(metrics),
-        )
-    except OSError as exc:
-        log.error("cannot start decoder processes (%s); images are decoded on the instance threads, unbounded", exc)
-        return None
-
-
-def _count_restart(metrics: Metrics) -> Callable[[str, str], None]:
-    """The decoders' on_restart: counts mobilenet_decoder_restarts_total by model and reason."""
-    return lambda model, reason: metrics.decoder_restarts.labels(model, reason).inc()
 
 
 def choose_defaults(loaded: list[Variant], default_model: str) -> dict[str, str | None]:

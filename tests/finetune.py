@@ -114,6 +114,7 @@ def fine_tune(seed: int = 0) -> FineTuned:
 
 
 def write(tuned: FineTuned, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
     model, labels = directory / "finetuned.onnx", directory / "labels.txt"
     model.write_bytes(tuned.onnx_bytes)
     labels.write_text("\n".join(tuned.labels) + "\n", encoding="utf-8")

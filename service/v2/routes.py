@@ -15,7 +15,7 @@ from ..errors import ServiceError
 from ..registry import LoadedModel, Status
 from ..responses import JsonResponse
 from ..store import Variant
-from . import codec
+from . import codec, repository_routes
 from .inference import OFFLOAD_VALUES
 from .inference import infer as run_inference
 from .metadata import MODEL_VERSION, model_config, model_metadata
@@ -23,11 +23,12 @@ from .schemas import ErrorResponse, ModelMetadata, ServerMetadata
 
 PREFIX = "/v2"
 SERVER_NAME = "mobilenet-serve"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "parameters"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters"]
 # Parsing a big body takes milliseconds: past this size it runs in the codec pool, off the event loop.
 OFFLOAD_BYTES = 256 * 1024
 
 router = APIRouter(prefix=PREFIX, tags=["Open Inference Protocol (V2)"])
+router.include_router(repository_routes.router)
 
 ModelName = Annotated[str, Path(description="variant name, as in /v1/models")]
 ERRORS: dict[int | str, dict[str, Any]] = {

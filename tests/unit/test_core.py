@@ -16,7 +16,7 @@ from service.core import Core
 from service.errors import ServiceError
 from service.instance import ImageResult
 from service.postprocess import Answer, Encoded
-from service.registry import LoadedModel, Registry
+from service.registry import LoadedModel, ModelState, Registry, Status
 from service.store import parse_variant
 from service.tasks import TASKS
 
@@ -41,6 +41,7 @@ def _answer(
         core = Core(settings, Registry(settings, None))  # type: ignore[arg-type]
         batcher = Batcher(V1_SMALL, BatchingConfig(instances=1, timeout_ms=timeout_ms), run_batch, 1)
         model = LoadedModel(VARIANT, batcher, None)  # type: ignore[arg-type]
+        core.registry.states[V1_SMALL] = ModelState(V1_SMALL, VARIANT, Status.LOADED, loaded=model)
         task = dataclasses.replace(TASKS[task_name], **changes)
         options = {"k": 1} if task_name == "classify" else {}
         started = time.perf_counter()
