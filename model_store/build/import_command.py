@@ -3,7 +3,8 @@
     mobilenet-serve import model.onnx --name flowers --store model_store --labels labels.txt \\
         --preprocess torchvision [--resolution 224] [--replace] [--check-image photo.jpg]
 
-SOURCE is an ONNX classifier (fp32, or int8 in QDQ form). The entry is built in a hidden directory of
+SOURCE is an ONNX classifier (fp32, or int8 in QDQ form) or a TFLite one (through the converter the
+store's own variants are built with). The entry is built in a hidden directory of
 the store and proven there (it loads in ONNX Runtime as the server opens it, and gives finite outputs
 for a real photo at every resolution it claims and for a batch of two) before it is moved into place,
 so a failed import leaves nothing behind. Steps that take time print progress; a summary ends it.
@@ -31,6 +32,7 @@ from service.tasks import outputs_for
 
 from .manifest import count_macs, count_params, sha256_of
 from .onnx_import import STRIDES, Found, ImportProblem, inspect, load, rewrite
+from .tflite_import import from_tflite
 
 CHECK_IMAGE = Path(__file__).resolve().parent / "check_image.jpg"
 MAX_PIXELS = 40_000_000
@@ -47,7 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mobilenet-serve import", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the model: an .onnx file")
+    parser.add_argument("source", type=Path, help="the model: an .onnx or .tflite file")
     parser.add_argument("--name", required=True, help="the entry's name (its directory in the store)")
     parser.add_argument("--store", type=Path, required=True, help="the model store to write into")
     parser.add_argument("--labels", type=Path, help="class names, one per line, as many as the model has classes")
@@ -74,12 +76,10 @@ def import_model(args: argparse.Namespace) -> str:
     """Build, prove and place the entry; the summary to print."""
     target = _check_destination(args.store, args.name, args.replace)
     labels = _labels(args.labels, args.source)
-    data = _read(args.source)
-    _progress(f"reading {args.source.name}")
-    model = load(data, str(args.source))
-    found = inspect(model, str(args.source), None if labels is None else len(labels), args.resolution)
+    model, resolution = _read(args.source, args.resolution)
+    found = inspect(model, str(args.source), None if labels is None else len(labels), resolution)
     labels = labels or [f"class_{i}" for i in range(found.classes)]
-    native = args.resolution or found.resolution
+    native = resolution or found.resolution
     assert native is not None  # inspect() refused a graph without one
     rewritten = rewrite(model, found)
     try:
@@ -129,13 +129,23 @@ def _labels(path: Path | None, source: Path) -> list[str] | None:
     return labels
 
 
-def _read(source: Path) -> bytes:
-    if source.suffix.lower() != ".onnx":
-        raise ImportProblem(f"{source}: only .onnx models can be imported by this version (see the README)")
+def _read(source: Path, resolution: int | None) -> tuple[onnx.ModelProto, int | None]:
+    """The source as an ONNX graph, and the input size where the source fixes it (a TFLite graph does)."""
+    suffix = source.suffix.lower()
+    if suffix not in {".onnx", ".tflite"}:
+        raise ImportProblem(f"{source}: only .onnx and .tflite models can be imported by this version (see the README)")
+    if not source.is_file():
+        raise ImportProblem(f"{source} cannot be read: no such file")
+    if suffix == ".tflite":
+        _progress(f"converting {source.name} from TFLite")
+        model, size = from_tflite(source)
+        return model, resolution or size
+    _progress(f"reading {source.name}")
     try:
-        return source.read_bytes()
+        data = source.read_bytes()
     except OSError as exc:
         raise ImportProblem(f"{source} cannot be read: {exc}") from exc
+    return load(data, str(source)), resolution
 
 
 def _prove(path: Path, found: Found, native: int, image: Path, preprocess: dict[str, Any]) -> list[int]:

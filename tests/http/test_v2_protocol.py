@@ -228,7 +228,7 @@ ERROR_CASES = [
     pytest.param("GET", "/v2/models/no_such_model", None, 404, id="unknown-model-metadata"),
     pytest.param("GET", f"/v2/models/{TV_FP32}/versions/7", None, 404, id="wrong-version"),
     pytest.param("GET", INFER.format(name=TV_FP32), None, 405, id="wrong-method"),
-    pytest.param("GET", "/v2/repository/index", None, 404, id="unknown-path"),
+    pytest.param("GET", "/v2/no/such/route", None, 404, id="unknown-path"),
     infer_case("wrong-shape", image_json([1, 3, 100, 100])),
     infer_case("wrong-rank", image_json([3, 224, 224])),
     infer_case("wrong-datatype", image_json([1, 3, 96, 96], "INT32")),

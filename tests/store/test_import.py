@@ -144,6 +144,23 @@ def test_replace_swaps_the_entry_and_a_name_in_use_is_refused(tuned: FineTuned, 
     assert sorted(p.name for p in store.iterdir()) == ["m"]
 
 
+def test_a_tflite_classifier_goes_through_the_stores_converter(tmp_path: Path) -> None:
+    sources = REPO / "model_store" / "sources"
+    store = tmp_path / "store"
+    store.mkdir()
+    labels = sources / "imagenet_labels.txt"  # 1001 lines: TF's background class first
+    done = run_import(sources / "mobilenet_v1_0.25_128_quant.tflite", "--name", "tfl", "--store", store,
+                      "--labels", labels, "--preprocess", "tf")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "converting mobilenet_v1_0.25_128_quant.tflite from TFLite" in done.stderr
+    assert "(native 128)" in done.stdout and "int8" in done.stdout and "embed, backbone" in done.stdout
+    variant = parse_variant(store / "tfl")
+    tensor = prepare((REPO / "tests" / "data" / "images" / "parrot.jpg").read_bytes(), variant.preprocess, 128,
+                     40_000_000).tensor[None]  # fmt: skip
+    logits = open_session(variant.onnx_path, 1).run(["logits"], {"image": tensor})[0][0]
+    assert variant.labels[int(logits.argmax())] == "macaw" and len(variant.labels) == 1001
+
+
 def _model_with(node: onnx.NodeProto, input_dims: list[int]) -> bytes:
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
@@ -156,7 +173,8 @@ def _model_with(node: onnx.NodeProto, input_dims: list[int]) -> bytes:
     ("case", "words"),
     [
         ("not_a_model", "is not an ONNX model"),
-        ("not_onnx_suffix", "only .onnx models"),
+        ("not_onnx_suffix", "only .onnx and .tflite models"),
+        ("not_a_tflite", "is not a TFLite model"),
         ("custom_op", "operators ONNX Runtime does not have: my.ops::Sparkle"),
         ("no_image_input", "expected one float image input of 4 dimensions"),
         ("wrong_labels", "the labels file has 5 lines but the model's outputs are: head_logits (4 classes)"),
@@ -174,7 +192,10 @@ def test_a_bad_source_gets_a_message_naming_the_problem_and_writes_nothing(
     if case == "not_a_model":
         model.write_bytes(b"\x89PNG not a graph at all" * 10)
     elif case == "not_onnx_suffix":
-        args[0] = model.rename(tmp_path / "model.tflite")
+        args[0] = model.rename(tmp_path / "model.pb")
+    elif case == "not_a_tflite":
+        args[0] = tmp_path / "model.tflite"
+        args[0].write_bytes(b"\x00\x01 not flatbuffers" * 7)
     elif case == "custom_op":
         model.write_bytes(_model_with(helper.make_node("Sparkle", ["x"], ["y"], domain="my.ops"), [1, 3, 8, 8]))
     elif case == "no_image_input":
