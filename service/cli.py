@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging.config
 import math
 import sys
@@ -45,12 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_import(argv: list[str]) -> int:
     """`mobilenet-serve import ...` (model_store/build/import_command.py), which needs the `build` extra."""
     try:
-        from model_store.build.import_command import main as import_main
+        command = importlib.import_module("model_store.build.import_command")
     except ImportError as exc:
         print(f"mobilenet-serve import needs the onnx package ({exc}): pip install 'mobilenet-serve[build]'",
               file=sys.stderr)  # fmt: skip
         return 2
-    return import_main(argv)
+    return int(command.main(argv))
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -25,7 +25,7 @@ from .instance import ModelInstances, ModelSession
 from .large_images import LargeImages
 from .metrics import Metrics
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
-from .tasks import DEFAULTS, outputs_for
+from .tasks import DEFAULTS, choose_defaults, outputs_for
 from .tradeoffs import is_imagenet_classifier
 
 log = logging.getLogger("mobilenet_serve.registry")
@@ -286,23 +286,3 @@ def _calibration_target(model: LoadedModel, settings: Settings) -> CalibrationTa
         lambda resolution: limit((resolution, ("logits",))),
         lambda batch: session.run(batch, ("logits",), alone=False),
     )
-
-
-def choose_defaults(loaded: list[Variant], default_model: str) -> dict[str, str | None]:
-    """The model each of DEFAULTS' rules names among the loaded variants (in store order), None where none fits."""
-    names = [variant.name for variant in loaded]
-    defaults: dict[str, str | None] = {}
-    for key, rule in DEFAULTS.items():
-        preferred = rule.preferred or default_model
-        if preferred in names:
-            defaults[key] = preferred
-            continue
-        fitting = [
-            v.name
-            for v in loaded
-            if rule.needs in v.tasks and (rule.label_space is None or v.label_space == rule.label_space)
-        ]
-        defaults[key] = fitting[0] if fitting else None
-        if rule.preferred is None:
-            log.warning("default model %s is not loaded; using %s instead", preferred, defaults[key])
-    return defaults

@@ -7,6 +7,7 @@ this table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from .postprocess import Encoded, encode_backbone, encode_classify, encode_detec
 
 if TYPE_CHECKING:
     from .store import Variant
+
+log = logging.getLogger("mobilenet_serve.registry")
 
 IMAGENET = "imagenet-1k"
 
@@ -112,3 +115,23 @@ def v2_outputs(variant: Variant) -> dict[str, OutputSpec]:
         if task.v2_outputs is not None and task.needs in variant.tasks:
             specs.update(task.v2_outputs(variant))
     return specs
+
+
+def choose_defaults(loaded: list[Variant], default_model: str) -> dict[str, str | None]:
+    """The model each of DEFAULTS' rules names among the loaded variants (in store order), None where none fits."""
+    names = [variant.name for variant in loaded]
+    defaults: dict[str, str | None] = {}
+    for key, rule in DEFAULTS.items():
+        preferred = rule.preferred or default_model
+        if preferred in names:
+            defaults[key] = preferred
+            continue
+        fitting = [
+            v.name
+            for v in loaded
+            if rule.needs in v.tasks and (rule.label_space is None or v.label_space == rule.label_space)
+        ]
+        defaults[key] = fitting[0] if fitting else None
+        if rule.preferred is None:
+            log.warning("default model %s is not loaded; using %s instead", preferred, defaults[key])
+    return defaults
