@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from harness import LOOPBACK, ServerProcess, running_server
 from open_loop import OpenLoop, run
-from support import PHOTOS, TV_FP32, TV_INT8, image_bytes, metric_samples
+from support import PHOTOS, TV_FP32, TV_INT8, V1_SMALL, image_bytes, metric_samples
 
 SECONDS = 4.0
 JPEGS = [name for name in PHOTOS if name.endswith(".jpg")]
@@ -22,11 +22,12 @@ JPEGS = [name for name in PHOTOS if name.endswith(".jpg")]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # Three models, so that auto has three queues to spread over while the most accurate point's fills.
     config = {
-        "models": [TV_FP32, TV_INT8],
+        "models": [TV_FP32, TV_INT8, V1_SMALL],
         "default_model": TV_INT8,
         "intra_op_threads": 2,
-        "default_batching": {"max_queue_size": 16},
+        "default_batching": {"max_queue_size": 32},
         "auto": {"hold_seconds": 0.5},
     }
     with running_server(tmp_path_factory.mktemp("auto-overload"), config) as process:

@@ -186,6 +186,8 @@ def test_poll_mode_follows_the_store(tmp_path: Path, tuned: FineTuned) -> None:
         while time.monotonic() < deadline and http.get(f"/v1/models/{NAME}").json()["status"] == "loaded":
             time.sleep(0.2)
         status = http.get(f"/v1/models/{NAME}").json()["status"]
+        while time.monotonic() < deadline and f"model {NAME} unloaded" not in server.log_text():
+            time.sleep(0.1)  # the line follows the status change
         log = server.log_text()
     assert explicit_load.status_code == 400 and "'poll'" in explicit_load.json()["error"]
     assert first and second and status == "not_configured"
