@@ -1,7 +1,8 @@
 """`mobilenet-serve import SOURCE --name NAME --store DIR`: turn a user's model into a store entry the server loads.
 
     mobilenet-serve import model.onnx --name flowers --store model_store --labels labels.txt \\
-        --preprocess torchvision [--resolution 224] [--replace] [--check-image photo.jpg]
+        --preprocess torchvision [--resolution 224] [--replace] [--check-image photo.jpg] \\
+        [--quantize int8 --calibration DIR]
 
 SOURCE is an ONNX classifier (fp32, or int8 in QDQ form) or a TFLite one (through the converter the
 store's own variants are built with). The entry is built in a hidden directory of
@@ -30,6 +31,7 @@ from service.preprocess import PreprocessSpec, prepare
 from service.store import StoreError, parse_variant, verify_onnx
 from service.tasks import outputs_for
 
+from .import_quantize import calibration_images, quantize_entry
 from .manifest import count_macs, count_params, sha256_of
 from .onnx_import import STRIDES, Found, ImportProblem, inspect, load, rewrite
 from .tflite_import import from_tflite
@@ -58,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, help="input size, where the graph does not fix it")
     parser.add_argument("--replace", action="store_true", help="replace an entry of the same name")
     parser.add_argument("--check-image", type=Path, default=CHECK_IMAGE, help="the photo the entry is proven on")
+    parser.add_argument("--quantize", choices=["int8"], help="post-training quantization of an fp32 model (QDQ)")
+    parser.add_argument("--calibration", type=Path, help="with --quantize: a directory of representative images")
     return parser.parse_args(argv)
 
 
@@ -76,8 +80,12 @@ def import_model(args: argparse.Namespace) -> str:
     """Build, prove and place the entry; the summary to print."""
     target = _check_destination(args.store, args.name, args.replace)
     labels = _labels(args.labels, args.source)
+    calibration = _calibration(args)
     model, resolution = _read(args.source, args.resolution)
     found = inspect(model, str(args.source), None if labels is None else len(labels), resolution)
+    if args.quantize and found.precision != "fp32":
+        raise ImportProblem(f"{args.source} is already {found.precision}; --quantize takes an fp32 model")
+    notes: list[str] = []
     labels = labels or [f"class_{i}" for i in range(found.classes)]
     native = resolution or found.resolution
     assert native is not None  # inspect() refused a graph without one
@@ -91,6 +99,14 @@ def import_model(args: argparse.Namespace) -> str:
         entry.mkdir()
         onnx.save_model(rewritten, str(entry / "model.onnx"))
         (entry / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        if args.quantize:
+            _progress(f"quantizing to int8, calibrated on {len(calibration)} images")
+            quantized = quantize_entry(entry / "model.onnx", calibration, _spec(PRESETS[args.preprocess]), native)
+            rewritten, found.precision = quantized.model, "int8"
+            onnx.save_model(rewritten, str(entry / "model.onnx"))
+            notes.append(
+                f"int8: top class as fp32's on {quantized.top1_agree} of {quantized.images} calibration images"
+            )
         _progress("proving the entry on a real image")
         resolutions = _prove(entry / "model.onnx", found, native, args.check_image, PRESETS[args.preprocess])
         manifest = _manifest(args, found, rewritten, entry, labels, native, resolutions)
@@ -100,7 +116,19 @@ def import_model(args: argparse.Namespace) -> str:
         _place(entry, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _summary(args, found, manifest)
+    return _summary(args, found, manifest, notes)
+
+
+def _calibration(args: argparse.Namespace) -> list[Path]:
+    if args.quantize and args.calibration is None:
+        raise ImportProblem("--quantize needs --calibration DIR: a directory of representative images")
+    if args.calibration is not None and not args.quantize:
+        raise ImportProblem("--calibration is for --quantize")
+    return calibration_images(args.calibration) if args.quantize else []
+
+
+def _spec(preprocess: dict[str, Any]) -> PreprocessSpec:
+    return PreprocessSpec(**{**preprocess, "mean": tuple(preprocess["mean"]), "std": tuple(preprocess["std"])})
 
 
 def _check_destination(store: Path, name: str, replace: bool) -> Path:
@@ -155,7 +183,7 @@ def _prove(path: Path, found: Found, native: int, image: Path, preprocess: dict[
     except Exception as exc:
         raise ImportProblem(f"ONNX Runtime cannot run the model: {exc}") from exc
     outputs = tuple(sorted(session.output_names))
-    spec = PreprocessSpec(**{**preprocess, "mean": tuple(preprocess["mean"]), "std": tuple(preprocess["std"])})
+    spec = _spec(preprocess)
     photo = image.read_bytes()
     working = []
     for size in sorted({native, *OTHER_RESOLUTIONS}):
@@ -204,7 +232,7 @@ def _place(entry: Path, target: Path) -> None:
     os.replace(entry, target)
 
 
-def _summary(args: argparse.Namespace, found: Found, manifest: dict[str, Any]) -> str:
+def _summary(args: argparse.Namespace, found: Found, manifest: dict[str, Any], notes: list[str]) -> str:
     features = ", ".join(f"s{s}: {c} channels" for s, c in (manifest["feature_strides"] or {}).items())
     return "\n".join([
         f"imported {args.source.name} as {args.store / args.name}",
@@ -215,6 +243,7 @@ def _summary(args: argparse.Namespace, found: Found, manifest: dict[str, Any]) -
         f"feature maps: {features or 'not found at strides 8, 16 and 32'}",
         f"  {manifest['precision']}, {manifest['params']:,} parameters, {manifest['macs']:,} multiply-adds "
         f"at {manifest['native_resolution']}; preprocessing: {args.preprocess}",
+        *(f"  {note}" for note in notes),
         "  the server loads it at its next start",
     ])  # fmt: skip
 

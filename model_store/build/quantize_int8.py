@@ -53,13 +53,14 @@ class _ImageReader(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def quantize(fp32_path: Path) -> onnx.ModelProto:
+def quantize(fp32_path: Path, calibration: CalibrationDataReader | None = None) -> onnx.ModelProto:
+    """The QDQ int8 model, calibrated on `calibration` (default: the store's calibration images)."""
     with tempfile.TemporaryDirectory() as tmp:
         out_path = Path(tmp) / "model.onnx"
         quantize_static(
             fp32_path,
             out_path,
-            _ImageReader(CALIBRATION_IMAGES),
+            calibration if calibration is not None else _ImageReader(CALIBRATION_IMAGES),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=False,

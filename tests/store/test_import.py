@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from finetune import FineTuned, fine_tune, write
+from finetune import FineTuned, crops, fine_tune, write
 from harness import REPO, ServerProcess, running_server
 from onnx import TensorProto, helper
 
@@ -159,6 +159,55 @@ def test_a_tflite_classifier_goes_through_the_stores_converter(tmp_path: Path) -
                      40_000_000).tensor[None]  # fmt: skip
     logits = open_session(variant.onnx_path, 1).run(["logits"], {"image": tensor})[0][0]
     assert variant.labels[int(logits.argmax())] == "macaw" and len(variant.labels) == 1001
+
+
+def test_quantize_int8_calibrates_on_the_users_images_and_keeps_the_answers(tuned: FineTuned, tmp_path: Path) -> None:
+    model, labels = write(tuned, tmp_path)
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for index, jpeg in enumerate(crops("parrot.jpg", 4, 7) + crops("cat.png", 4, 7)):
+        (calibration / f"{index}.jpg").write_bytes(jpeg)
+    store = tmp_path / "store"
+    store.mkdir()
+    done = run_import(model, "--name", "q", "--store", store, "--labels", labels, "--quantize", "int8",
+                      "--calibration", calibration)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "quantizing to int8, calibrated on 8 images" in done.stderr and "calibration images" in done.stdout
+    variant = parse_variant(store / "q")
+    assert variant.manifest["precision"] == "int8"
+    session = open_session(variant.onnx_path, 1)
+    batch = np.stack([prepare(jpeg, variant.preprocess, 224, 40_000_000).tensor for jpeg, _ in tuned.held_out])
+    predicted = session.run(["logits"], {"image": batch})[0].argmax(axis=1)
+    assert (predicted == [index for _, index in tuned.held_out]).sum() >= len(tuned.held_out) - 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--quantize", "int8"], "--quantize needs --calibration DIR"),
+        (["--calibration", "."], "--calibration is for --quantize"),
+        (["--quantize", "int8", "--calibration", "empty"], "has no images"),
+    ],
+)
+def test_bad_quantize_options_are_refused(extra: list[str], words: str, tuned: FineTuned, tmp_path: Path) -> None:
+    model, _ = write(tuned, tmp_path)
+    (tmp_path / "empty").mkdir()
+    store = tmp_path / "store"
+    store.mkdir()
+    options = [str(tmp_path / e) if e == "empty" else e for e in extra]
+    done = run_import(model, "--name", "q", "--store", store, *options)
+    assert done.returncode == 2 and words in done.stderr and list(store.iterdir()) == []
+
+
+def test_an_int8_model_is_not_quantized_again(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    (calibration / "owl.jpg").write_bytes((REPO / "tests" / "data" / "images" / "owl.jpg").read_bytes())
+    done = run_import(REPO / "model_store" / "sources" / "mobilenet_v1_0.25_128_quant.tflite", "--name", "q",
+                      "--store", store, "--quantize", "int8", "--calibration", calibration)  # fmt: skip
+    assert done.returncode == 2 and "is already int8" in done.stderr
 
 
 def _model_with(node: onnx.NodeProto, input_dims: list[int]) -> bytes:
