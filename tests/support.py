@@ -14,11 +14,15 @@ import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_store.build.golden_photos import PHOTOS as PHOTOS_OF_GOLDEN
+
 # The paths the harness serves from, so that the tests take every path from this module.
 REPO = harness.REPO
 STORE = harness.STORE
 DATA = REPO / "tests" / "data"
 IMAGES = DATA / "images"
+# Every committed image, named: a file left in the folder (an example's output) changes no test.
+COMMITTED_IMAGES = [*PHOTOS_OF_GOLDEN, "bird_segmentation_mask.png", "dog_segmentation_mask.png"]
 # Eight photos of different subjects, in a fixed order, for tests that need several distinct images.
 PHOTOS = ["cat.png", "parrot.jpg", "hot_dog.jpg", "owl.jpg", "pets.jpg", "bird.png", "sunflower.png", "dragonfly.png"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_store.build.golden_photos import PHOTOS
 from model_store.build.reference_preprocess import torchvision_reference
 from model_store.build.torchvision_v2 import FEATURE_TAPS, OUTPUT_NAMES, load_model
 
@@ -23,11 +24,7 @@ GOLDEN = REPO / "tests" / "data" / "golden" / "torchvision_v2.npz"
 
 def photos(images_dir: Path) -> list[Path]:
     """The test photos; segmentation masks are label maps, not photos."""
-    return sorted(
-        path
-        for path in images_dir.iterdir()
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg"} and not path.name.endswith("_mask.png")
-    )
+    return [images_dir / name for name in PHOTOS]
 
 
 def golden_arrays(images_dir: Path) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from support import DATA, IMAGES, STORE
 
+from model_store.build.golden_photos import PHOTOS
 from model_store.build.manifest import sha256_of
 from model_store.build.reference_preprocess import torchvision_reference
 from service.runtime import open_session
@@ -87,8 +88,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def photos() -> list[str]:
-    suffixes = {".png", ".jpg", ".jpeg"}
-    return sorted(p.name for p in IMAGES.iterdir() if p.suffix.lower() in suffixes and not p.name.endswith("_mask.png"))
+    return list(PHOTOS)
 
 
 def test_golden_covers_every_image() -> None:

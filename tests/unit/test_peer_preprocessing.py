@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from support import DEEPLAB, IMAGES, REPO, STORE, TV_FP32, V1, encode
+from support import COMMITTED_IMAGES, DEEPLAB, IMAGES, REPO, STORE, TV_FP32, V1, encode
 
 from service.preprocess import crop_box, decode, normalize, prepare
 from service.store import parse_variant
@@ -26,7 +26,7 @@ PEER_COMMON = REPO / "bench" / "peers" / "common.py"
 # One variant per crop convention in the store: TF-slim's central fraction, torchvision's resize and centre
 # crop, and DeepLab's whole image.
 VARIANTS = [V1, TV_FP32, DEEPLAB]
-TEST_IMAGES = sorted(path.name for path in IMAGES.iterdir() if path.suffix in {".png", ".jpg"})
+TEST_IMAGES = sorted(COMMITTED_IMAGES)
 NO_PIXEL_LIMIT = 10**9
 
 
