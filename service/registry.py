@@ -66,6 +66,7 @@ class Registry:
         self._metrics = metrics
         self.states: dict[str, ModelState] = {}
         self.ready = False
+        self.started = False  # load() has finished, whether or not any model loaded
         self.load_error: str | None = None
         # DEFAULTS' keys -> the model each names, None when no loaded model fits.
         self.defaults: dict[str, str | None] = dict.fromkeys(DEFAULTS)
@@ -117,6 +118,7 @@ class Registry:
         if not loaded:
             self.load_error = "no model could be loaded"
         self.ready = bool(loaded)
+        self.started = True
         log.info(
             "loaded %d models: %s; default model: %s%s",
             len(loaded),

@@ -78,6 +78,9 @@ class Repository:
                 "start the server with --model-control-mode explicit",
                 code="model_control_disabled",
             )
+        if not self._registry.started:
+            raise ServiceError(503, "the models configured at start are still loading; retry shortly",
+                               code="not_ready", headers={"Retry-After": "1"})  # fmt: skip
 
     async def _load(self, name: str) -> None:
         registry = self._registry
@@ -100,6 +103,8 @@ class Repository:
         state.variant, state.loaded, state.status, state.error = variant, new, Status.LOADED, None
         state.store_intact = state.store_problem = None
         self._metrics.model_loaded.labels(name).set(1)
+        if not registry.ready:  # no model had loaded at start: this one makes the server ready
+            registry.ready, registry.load_error = True, None
         await registry.refresh(changed=name)
         log.info("model %s %s", name, "reloaded" if old is not None else "loaded")
         if old is not None:

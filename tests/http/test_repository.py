@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from finetune import FineTuned, fine_tune, write
-from harness import REPO, STORE, ServerProcess, running_server
+from harness import REPO, STORE, ServerProcess, running_server, start_server
 from support import V1_SMALL, image_bytes, metric_value
 
 NAME = "pets4"
@@ -162,6 +162,29 @@ def test_without_model_control_load_and_unload_are_refused(server: ServerProcess
         index = http.post("/v2/repository/index")
     assert response.status_code == 400 and words in response.json()["error"]
     assert index.status_code == 200 and any(e["state"] == "READY" for e in index.json())
+
+
+def test_a_server_whose_models_all_failed_at_start_becomes_ready_with_a_load(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    onnx_file = store / V1_SMALL / "model.onnx"
+    good = onnx_file.read_bytes()
+    onnx_file.write_bytes(good[: len(good) // 2])  # a copy cut short
+    config = {"models": [V1_SMALL], "default_model": V1_SMALL, "model_control_mode": "explicit"}
+    server = start_server(tmp_path / "server", config, store=store, wait_ready=False)
+    try:
+        with server.client() as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "loaded 0 models" not in server.log_text():
+                time.sleep(0.2)
+            not_ready = http.get("/readyz")
+            onnx_file.write_bytes(good)
+            loaded = http.post(f"/v2/repository/models/{V1_SMALL}/load")
+            ready = http.get("/readyz")
+            answer = http.post("/classify", content=image_bytes("owl.jpg"), headers=JPEG)
+    finally:
+        server.stop()
+    assert not_ready.status_code == 503
+    assert loaded.status_code == 200 and ready.status_code == 200 and answer.status_code == 200
 
 
 def test_bad_index_requests_get_a_v2_error(explicit: tuple[ServerProcess, Path]) -> None:
