@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI's own routes (the docs) and ours, which recent FastAPI keeps inside the routers it includes.
     routes = [route for route in app.routes if getattr(route, "path", None)]
     routes += [route for router in routers for route in router.routes]
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=routes)
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=metrics, routes=routes, log_operational=settings.access_log_operational
+    )
     return app
 
 

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # How often poll mode compares the store with what is loaded (Triton's --repository-poll-secs).
     repository_poll_seconds: float = Field(default=15.0, gt=0.0)
     log_level: str = "info"
+    # Access-log lines for probes, scrapes and the docs pages (never counted in the request metrics).
+    access_log_operational: bool = False
     shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)
     # How long an idle keep-alive connection stays open. It must outlast the idle timeout of every client pool,
     # proxy and load balancer in front (httpx 5 s, nginx upstream and AWS ALB 60 s): when the server closes

@@ -21,21 +21,30 @@ from .metrics import Metrics
 access_log = logging.getLogger("mobilenet_serve.access")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# Probes, scrapes and the API docs: kept out of the request metrics, and of the access log unless asked for.
+OPERATIONAL_PATHS = UNAUTHENTICATED_PATHS | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 # A decoded path may hold any character: escape the control ones so that a client cannot forge a log line.
 _ESCAPED = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
 class ObservabilityMiddleware:
-    """Counts and times every request and writes one access-log line for it."""
+    """Counts and times every request and writes one access-log line for it; operational ones only the line,
+    and that only with `log_operational`."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute], log_operational: bool = False
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.log_operational = log_operational
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] in OPERATIONAL_PATHS:
+            await self._operational(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
@@ -58,6 +67,25 @@ class ObservabilityMiddleware:
                 "%s %s model=%s status=%d latency_ms=%.2f",
                 scope["method"], scope["path"].translate(_ESCAPED), model or "-", status, elapsed * 1000.0,
             )  # fmt: skip
+
+    async def _operational(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.log_operational:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            access_log.info("%s %s status=%d latency_ms=%.2f", scope["method"], scope["path"], status,
+                            (time.perf_counter() - started) * 1000.0)  # fmt: skip
 
     def _endpoint(self, scope: Scope) -> str:
         route: Any = scope.get("route")

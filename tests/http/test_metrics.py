@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+from harness import ServerProcess, running_server
 from prometheus_client.parser import text_string_to_metric_families
-from support import DEEPLAB, TV_INT8, V1, image_bytes, metric_value
+from support import DEEPLAB, TV_INT8, V1, V1_SMALL, image_bytes, metric_samples, metric_value
 
 FAMILIES = {
     "mobilenet_requests": ("counter", {"endpoint", "model", "code"}),
@@ -92,3 +95,39 @@ def test_unknown_models_and_paths_do_not_mint_label_values(client: httpx.Client)
     text = client.get("/metrics").text
     assert "attacker-chosen" not in text and "/some/random/path" not in text
     assert metric_value(text, "mobilenet_requests_total", endpoint="unmatched", code="404") >= 1
+
+
+def test_process_platform_and_gc_metrics_as_every_client_exposes_them(client: httpx.Client) -> None:
+    families = {family.name: family for family in text_string_to_metric_families(client.get("/metrics").text)}
+    for name, kind in {
+        "process_resident_memory_bytes": "gauge",
+        "process_cpu_seconds": "counter",
+        "process_open_fds": "gauge",
+        "process_max_fds": "gauge",
+        "python_gc_objects_collected": "counter",
+        "python_info": "gauge",
+    }.items():
+        assert name in families and families[name].type == kind, name
+    assert families["process_resident_memory_bytes"].samples[0].value > 50 * 2**20  # a server with models loaded
+
+
+def test_probes_scrapes_and_docs_stay_out_of_the_request_metrics(client: httpx.Client, server: ServerProcess) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"):
+        assert client.get(path).status_code == 200, path
+    text = client.get("/metrics").text
+    endpoints = {labels["endpoint"] for labels, _ in metric_samples(text).get("mobilenet_requests_total", [])}
+    assert endpoints and not endpoints & {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+    assert "/health/live" not in " ".join(endpoints)
+    # Silent in the access log too, unless access_log_operational is set.
+    log = server.log_text()
+    assert "mobilenet_serve.access: GET /healthz" not in log and "mobilenet_serve.access: GET /metrics" not in log
+    assert "mobilenet_serve.access: POST /classify" in log
+
+
+def test_operators_can_have_probes_in_the_access_log(tmp_path: Path) -> None:
+    config = {"models": [V1_SMALL], "default_model": V1_SMALL, "access_log_operational": True}
+    with running_server(tmp_path, config) as process, process.client() as http:
+        assert http.get("/healthz").status_code == 200
+        text = http.get("/metrics").text
+    assert "mobilenet_serve.access: GET /healthz status=200" in process.log_text()
+    assert 'endpoint="/healthz"' not in text
