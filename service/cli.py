@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store", type=Path, help="model store directory (default: the bundled model_store/)")
     parser.add_argument("--config", type=Path, help="YAML settings file")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     parser.add_argument(
         "--model-control-mode", choices=["none", "explicit", "poll"],
         help="who changes the loaded models while serving, as Triton's flag (default none)",
@@ -59,12 +60,16 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def logging_config(level: str) -> dict[str, Any]:
+def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     upper = level.upper()
+    formatter: dict[str, Any] = {"format": LOG_FORMAT}
+    if log_format == "json":
+        formatter = {"()": "pythonjsonlogger.json.JsonFormatter", "format": LOG_FORMAT,
+                     "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}}  # fmt: skip
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "formatters": {"plain": formatter},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
         "loggers": {
             "mobilenet_serve": {"handlers": ["stderr"], "level": upper, "propagate": False},
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         print(f"mobilenet-serve: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     limit_arenas()
     descriptors_for(settings.max_connections)
     limits = ConnectionLimits(
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_config=logging_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         # The app writes its own access line, which knows the model.
         access_log=False,

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # How often poll mode compares the store with what is loaded (Triton's --repository-poll-secs).
     repository_poll_seconds: float = Field(default=15.0, gt=0.0)
     log_level: str = "info"
+    # text: one readable line per event; json: one JSON object per line (python-json-logger), with an access
+    # line's method, path, model, status, latency_ms and request_id as fields.
+    log_format: Literal["text", "json"] = "text"
     # Access-log lines for probes, scrapes and the docs pages (never counted in the request metrics).
     access_log_operational: bool = False
     shutdown_grace_seconds: float = Field(default=10.0, ge=0.0)

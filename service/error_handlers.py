@@ -27,11 +27,19 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(
-    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None, **details: Any
-) -> Response:
-    """REST's error body."""
-    body = {"error": {"code": code or CODES_BY_STATUS.get(status, "error"), "message": message, **details}}
-    return JsonResponse(body, status_code=status, headers=headers)
+    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+    request_id: str | None = None, **details: Any,
+) -> Response:  # fmt: skip
+    """REST's error body, with the request's id where it has one (ObservabilityMiddleware gives every one)."""
+    error = {"code": code or CODES_BY_STATUS.get(status, "error"), "message": message, **details}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return JsonResponse({"error": error}, status_code=status, headers=headers)
+
+
+def request_id_of(scope: Any) -> str | None:
+    """The id ObservabilityMiddleware gave the request, None outside it."""
+    return scope.get("state", {}).get("request_id")  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,10 @@ class ErrorFormats:
     def register(self, prefix: str, errors: ProtocolErrors) -> None:
         self._by_prefix[prefix] = errors
 
-    def response(self, path: str, error: ServiceError) -> Response:
+    def response(self, path: str, error: ServiceError, request_id: str | None = None) -> Response:
         protocol = self._protocol(path)
         if protocol is None:
-            return error_response(error.status, error.message, error.code, error.headers, **error.details)
+            return error_response(error.status, error.message, error.code, error.headers, request_id, **error.details)
         return JsonResponse(protocol.body(error), status_code=error.status, headers=error.headers)
 
     def validation_status(self, path: str) -> int:
@@ -67,7 +75,7 @@ class ErrorFormats:
 def install_error_handlers(app: FastAPI, formats: ErrorFormats) -> None:
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return formats.response(request.url.path, exc)
+        return formats.response(request.url.path, exc, request_id_of(request.scope))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -77,7 +85,7 @@ def install_error_handlers(app: FastAPI, formats: ErrorFormats) -> None:
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         status = formats.validation_status(request.url.path)
         error = ServiceError(status, "; ".join(problems) or "invalid request", code="invalid_parameter")
-        return formats.response(request.url.path, error)
+        return formats.response(request.url.path, error, request_id_of(request.scope))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -89,7 +97,8 @@ def install_error_handlers(app: FastAPI, formats: ErrorFormats) -> None:
         elif exc.status_code == 405 and message == "Method Not Allowed":
             message = f"{request.method} is not allowed on {path}"
         headers = dict(exc.headers) if exc.headers else None
-        return formats.response(path, ServiceError(exc.status_code, message, headers=headers))
+        error = ServiceError(exc.status_code, message, headers=headers)
+        return formats.response(path, error, request_id_of(request.scope))
 
     async def client_disconnected(_: Request, __: Exception) -> Response:
         # Nobody is left to read it: the status is for the access log and metrics, where a client that hung up
@@ -98,7 +107,8 @@ def install_error_handlers(app: FastAPI, formats: ErrorFormats) -> None:
 
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return formats.response(request.url.path, ServiceError(500, "internal error", code="internal_error"))
+        error = ServiceError(500, "internal error", code="internal_error")
+        return formats.response(request.url.path, error, request_id_of(request.scope))
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

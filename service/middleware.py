@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .error_handlers import ErrorFormats
+from .error_handlers import ErrorFormats, request_id_of
 from .errors import ServiceError
 from .metrics import Metrics
 
 access_log = logging.getLogger("mobilenet_serve.access")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+REQUEST_ID_HEADER = "x-request-id"
+# An incoming X-Request-ID is kept when it is this short and of these characters; otherwise one is made.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 # Probes, scrapes and the API docs: kept out of the request metrics, and of the access log unless asked for.
 OPERATIONAL_PATHS = UNAUTHENTICATED_PATHS | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 # A decoded path may hold any character: escape the control ones so that a client cannot forge a log line.
@@ -43,9 +48,8 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] in OPERATIONAL_PATHS:
-            await self._operational(scope, receive, send)
-            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
 
@@ -53,39 +57,21 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        operational = scope["path"] in OPERATIONAL_PATHS
         try:
             await self.app(scope, receive, send_and_record)
         finally:
             elapsed = time.perf_counter() - started
-            model = scope.get("state", {}).get("model", "")
-            endpoint = self._endpoint(scope)
-            self.metrics.requests.labels(endpoint, model, str(status)).inc()
-            self.metrics.request_duration.labels(endpoint, model).observe(elapsed)
-            access_log.info(
-                "%s %s model=%s status=%d latency_ms=%.2f",
-                scope["method"], scope["path"].translate(_ESCAPED), model or "-", status, elapsed * 1000.0,
-            )  # fmt: skip
-
-    async def _operational(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.log_operational:
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            access_log.info("%s %s status=%d latency_ms=%.2f", scope["method"], scope["path"], status,
-                            (time.perf_counter() - started) * 1000.0)  # fmt: skip
+            model = scope["state"].get("model", "")
+            if not operational:
+                endpoint = self._endpoint(scope)
+                self.metrics.requests.labels(endpoint, model, str(status)).inc()
+                self.metrics.request_duration.labels(endpoint, model).observe(elapsed)
+            if not operational or self.log_operational:
+                _access_line(scope, model, status, elapsed, request_id)
 
     def _endpoint(self, scope: Scope) -> str:
         route: Any = scope.get("route")
@@ -99,6 +85,26 @@ class ObservabilityMiddleware:
             if match is not Match.NONE:
                 return str(getattr(candidate, "path", "unmatched"))
         return "unmatched"
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-ID where it is a plain token, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            offered = value.decode("latin-1").strip()
+            if _REQUEST_ID.fullmatch(offered):
+                return offered
+    return uuid.uuid4().hex
+
+
+def _access_line(scope: Scope, model: str, status: int, elapsed: float, request_id: str) -> None:
+    path = scope["path"].translate(_ESCAPED)
+    fields = {"method": scope["method"], "path": path, "model": model or None, "status": status,
+              "latency_ms": round(elapsed * 1000.0, 2), "request_id": request_id}  # fmt: skip
+    access_log.info(
+        "%s %s model=%s status=%d latency_ms=%.2f request_id=%s",
+        scope["method"], path, model or "-", status, elapsed * 1000.0, request_id, extra=fields,
+    )  # fmt: skip
 
 
 class ApiKeyMiddleware:
@@ -132,7 +138,7 @@ class ApiKeyMiddleware:
             f"missing or wrong {'admin ' if admin else ''}API key; send it as X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
-        await self.formats.response(scope["path"], error)(scope, receive, send)
+        await self.formats.response(scope["path"], error, request_id_of(scope))(scope, receive, send)
 
 
 def _offers(scope: Scope, key: bytes) -> bool:
@@ -208,7 +214,7 @@ class BodyLimitMiddleware:
         )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ServiceError) -> None:
-        await self.formats.response(scope["path"], error)(scope, receive, send)
+        await self.formats.response(scope["path"], error, request_id_of(scope))(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

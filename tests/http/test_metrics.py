@@ -129,5 +129,5 @@ def test_operators_can_have_probes_in_the_access_log(tmp_path: Path) -> None:
     with running_server(tmp_path, config) as process, process.client() as http:
         assert http.get("/healthz").status_code == 200
         text = http.get("/metrics").text
-    assert "mobilenet_serve.access: GET /healthz status=200" in process.log_text()
+    assert "mobilenet_serve.access: GET /healthz model=- status=200" in process.log_text()
     assert 'endpoint="/healthz"' not in text
