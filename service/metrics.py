@@ -13,6 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics import exposition as openmetrics
 
 # 0.5 ms .. 10 s: a batch-1 MobileNet run is a few milliseconds, a DeepLab batch can take seconds.
 LATENCY_BUCKETS = (
@@ -22,6 +23,7 @@ LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 
 class Metrics:
@@ -129,5 +131,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics when the scraper accepts it, else Prometheus text."""
+        if "application/openmetrics-text" in accept:
+            return openmetrics.generate_latest(self.registry), OPENMETRICS_CONTENT_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE

@@ -12,7 +12,7 @@ from .core import Core
 from .error_handlers import error_response
 from .errors import ServiceError
 from .frontier import served_points
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, Metrics
 from .registry import ModelState, Status
 from .responses import JsonResponse
 from .schemas import ErrorBody, Health, ModelInfo, ModelList, Tradeoffs
@@ -114,8 +114,12 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}}
+    "/metrics",
+    summary="Prometheus metrics (OpenMetrics when the scraper's Accept asks for it)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}, OPENMETRICS_CONTENT_TYPE: {}}}},
 )
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
-    return Response(registry.render(), media_type=CONTENT_TYPE)
+    body, media_type = registry.render(request.headers.get("accept", ""))
+    return Response(body, media_type=media_type)

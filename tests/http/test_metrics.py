@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 from harness import ServerProcess, running_server
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from support import DEEPLAB, TV_INT8, V1, V1_SMALL, image_bytes, metric_samples, metric_value
 
@@ -131,3 +132,15 @@ def test_operators_can_have_probes_in_the_access_log(tmp_path: Path) -> None:
         text = http.get("/metrics").text
     assert "mobilenet_serve.access: GET /healthz model=- status=200" in process.log_text()
     assert 'endpoint="/healthz"' not in text
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(client: httpx.Client) -> None:
+    classify_parrot(client)
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    response = client.get("/metrics", headers={"Accept": accept})
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    families = {f.name: f for f in openmetrics_families(response.text)}
+    assert families["mobilenet_requests"].type == "counter" and families["mobilenet_requests"].samples
+    plain = client.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain") and "# EOF" not in plain.text

@@ -143,7 +143,7 @@ def test_choices_are_counted_with_their_predictions() -> None:
     metrics = selector._metrics
     choice = selector.choose(BUDGET, None)
     selector.observe(choice, 0.02)
-    text = metrics.render().decode()
+    text = metrics.render()[0].decode()
     labels = {"model": "large", "resolution": "224"}
     assert metric_value(text, "mobilenet_auto_selections_total", budget="within", **labels) == 1
     assert metric_value(text, "mobilenet_auto_predicted_seconds_sum", **labels) == pytest.approx(0.013)
