@@ -31,3 +31,8 @@ def test_chart_names_its_home_sources_icon_and_maintainers() -> None:
     assert chart["home"] in chart["sources"] and chart["maintainers"][0]["name"]
     assert chart["icon"].startswith("https://") and chart["icon"].endswith("docs/icon.svg")
     assert (CHART.parent.parent / "docs" / "icon.svg").read_text().startswith("<svg")
+
+
+def test_notes_warn_while_the_image_is_the_placeholder() -> None:
+    assert "WARNING: image.repository is still the chart's placeholder" in notes({})
+    assert "WARNING" not in notes({"image": {"repository": "registry.example.com/ml/mobilenet-serve"}})
