@@ -100,19 +100,7 @@ class Registry:
         for state in self.states.values():
             if state.status is Status.LOADING:
                 await self._load_one(state)
-        variants = [s.loaded.variant for s in self.states.values() if s.loaded is not None]
-        self.defaults = choose_defaults(variants, self._settings.default_model)
-        targets = [_calibration_target(model, self._settings) for model in self.classifiers()]
-        self.timings = await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds)
-        for model in self.classifiers():
-            timing = self.timings.get((model.variant.name, model.variant.native_resolution))
-            if timing is not None:
-                model.batcher.pace.expect((timing.batch_ms + timing.decode_ms) / 1000.0)
-        try:
-            self.profile = load_profile(self._settings.store)
-        except ValueError as exc:
-            log.error("no trade-off profile: %s", exc)
-        self.auto = self._selector()
+        await self.refresh()
         loaded = self.loaded_names()
         failed = [f"{s.name} ({s.error})" for s in self.states.values() if s.status is Status.FAILED]
         if not loaded:
@@ -241,8 +229,8 @@ class Registry:
         gc.collect()
 
     async def refresh(self, changed: str | None = None) -> None:
-        """After models came or went (`changed` was loaded anew): the default models, the trade-off profile,
-        this host's timings and model=auto's points."""
+        """At start and after models came or went (`changed` was loaded anew): the default models, the trade-off
+        profile, this host's timings and model=auto's points."""
         self.timings = {key: timing for key, timing in self.timings.items() if key[0] != changed}
         try:
             self.profile = load_profile(self._settings.store)
@@ -254,6 +242,11 @@ class Registry:
         untimed = [m for m in self.classifiers() if (m.variant.name, m.variant.native_resolution) not in self.timings]
         targets = [_calibration_target(model, self._settings) for model in untimed]
         self.timings.update(await asyncio.to_thread(calibrate, targets, self._settings.calibration_seconds))
+        for model in untimed:
+            timing = self.timings.get((model.variant.name, model.variant.native_resolution))
+            if timing is not None:
+                # Until its first batch, model=auto's queue-wait prediction counts its images at this cost.
+                model.batcher.pace.expect((timing.batch_ms + timing.decode_ms) / 1000.0)
         self.auto = self._selector()
 
     def _open_session(self, variant: Variant) -> ModelSession:
