@@ -224,11 +224,14 @@ def _manifest(
 
 
 def _place(entry: Path, target: Path) -> None:
-    """Move the proven entry into the store; an entry it replaces goes only once the new one is there."""
-    old = None
+    """Move the proven entry into the store in one rename.
+
+    An entry it replaces is first moved into the work directory, which is removed afterwards: a directory
+    cannot be renamed over a full one. For that instant the name is absent from the store, so a server in
+    poll mode that looks then unloads the model and loads the new one at its next pass.
+    """
     if target.exists():
-        old = entry.parent / f"replaced-{target.name}"
-        os.replace(target, old)
+        os.replace(target, entry.parent / f"replaced-{target.name}")
     os.replace(entry, target)
 
 
