@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from .auto_select import AutoSelector, Unavailable
 from .core import Core
-from .error_handlers import error_response
+from .error_handlers import error_response, request_id_of
 from .errors import ServiceError
 from .frontier import served_points
 from .metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, Metrics
@@ -110,7 +110,9 @@ async def readyz(request: Request) -> Response:
     registry = _core(request).registry
     if registry.ready:
         return JsonResponse({"status": "ready"})
-    return error_response(503, registry.load_error or "models are loading", "not_ready")
+    return error_response(
+        503, registry.load_error or "models are loading", "not_ready", request_id=request_id_of(request.scope)
+    )
 
 
 @router.get(
