@@ -1,11 +1,14 @@
 """What the tests share apart from running a server (tests/harness.py does that): paths, model names, class ids,
-test images, /metrics parsing, and waiting for an in-process app to load its models.
+test images, /metrics parsing, waiting for an in-process app to load its models, and running `mobilenet-serve import`.
 """
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import harness
@@ -85,6 +88,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def top1(response_json: dict[str, Any], index: int = 0) -> int:
     return int(response_json["results"][index]["predictions"][0]["class_id"])
+
+
+def run_import(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`mobilenet-serve import ARGS` as a user runs it: a process of its own, from the checkout."""
+    command = [sys.executable, "-m", "service.cli", "import", *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def wait_until_app_ready(client: httpx.Client, path: str = "/readyz", timeout: float = 60.0) -> None:

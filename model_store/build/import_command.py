@@ -4,9 +4,10 @@
         --preprocess torchvision [--resolution 224] [--replace] [--check-image photo.jpg] \\
         [--quantize int8 --calibration DIR]
 
-SOURCE is an ONNX classifier (fp32, or int8 in QDQ form) or a TFLite one (through the converter the
-store's own variants are built with). The entry is built in a hidden directory of
-the store and proven there (it loads in ONNX Runtime as the server opens it, and gives finite outputs
+SOURCE is an ONNX classifier (fp32, or int8 in QDQ form), a TFLite one (through the converter the
+store's own variants are built with) or a torchvision MobileNetV2 checkpoint, .pth or .pt (through the
+exporter of the store's torchvision variant; needs the `torch` extra). The entry is built in a hidden
+directory of the store and proven there (it loads in ONNX Runtime as the server opens it, and gives finite outputs
 for a real photo at every resolution it claims and for a batch of two) before it is moved into place,
 so a failed import leaves nothing behind. Steps that take time print progress; a summary ends it.
 """
@@ -36,6 +37,8 @@ from .manifest import count_macs, count_params, sha256_of
 from .onnx_import import STRIDES, Found, ImportProblem, inspect, load, rewrite
 from .tflite_import import from_tflite
 
+# PyTorch checkpoints: torch is imported only for them (torch_import.py), as it is an optional extra.
+TORCH_SUFFIXES = {".pth", ".pt"}
 CHECK_IMAGE = Path(__file__).resolve().parent / "check_image.jpg"
 MAX_PIXELS = 40_000_000
 # Sizes tried beside the native one when the graph lets height and width vary.
@@ -51,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mobilenet-serve import", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the model: an .onnx or .tflite file")
+    parser.add_argument("source", type=Path, help="the model: an .onnx, .tflite or .pth/.pt file")
     parser.add_argument("--name", required=True, help="the entry's name (its directory in the store)")
     parser.add_argument("--store", type=Path, required=True, help="the model store to write into")
     parser.add_argument("--labels", type=Path, help="class names, one per line, as many as the model has classes")
@@ -81,11 +84,10 @@ def import_model(args: argparse.Namespace) -> str:
     target = _check_destination(args.store, args.name, args.replace)
     labels = _labels(args.labels, args.source)
     calibration = _calibration(args)
-    model, resolution = _read(args.source, args.resolution)
+    model, resolution, kind, notes = _read(args.source, args.resolution)
     found = inspect(model, str(args.source), None if labels is None else len(labels), resolution)
     if args.quantize and found.precision != "fp32":
         raise ImportProblem(f"{args.source} is already {found.precision}; --quantize takes an fp32 model")
-    notes: list[str] = []
     labels = labels or [f"class_{i}" for i in range(found.classes)]
     native = resolution or found.resolution
     assert native is not None  # inspect() refused a graph without one
@@ -109,7 +111,7 @@ def import_model(args: argparse.Namespace) -> str:
             )
         _progress("proving the entry on a real image")
         resolutions = _prove(entry / "model.onnx", found, native, args.check_image, PRESETS[args.preprocess])
-        manifest = _manifest(args, found, rewritten, entry, labels, native, resolutions)
+        manifest = _manifest(args, found, rewritten, entry, labels, native, resolutions, kind)
         (entry / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         variant = parse_variant(entry)
         verify_onnx(variant)
@@ -157,23 +159,39 @@ def _labels(path: Path | None, source: Path) -> list[str] | None:
     return labels
 
 
-def _read(source: Path, resolution: int | None) -> tuple[onnx.ModelProto, int | None]:
-    """The source as an ONNX graph, and the input size where the source fixes it (a TFLite graph does)."""
+def _read(source: Path, resolution: int | None) -> tuple[onnx.ModelProto, int | None, str, list[str]]:
+    """The source as an ONNX graph; the input size where the source fixes it (a TFLite graph does, and
+    torchvision trains at 224); what kind of model it was, for the manifest; notes for the summary."""
     suffix = source.suffix.lower()
-    if suffix not in {".onnx", ".tflite"}:
-        raise ImportProblem(f"{source}: only .onnx and .tflite models can be imported by this version (see the README)")
+    if suffix not in {".onnx", ".tflite", *TORCH_SUFFIXES}:
+        raise ImportProblem(
+            f"{source}: only .onnx, .tflite and .pth/.pt models can be imported by this version (see the README)"
+        )
     if not source.is_file():
         raise ImportProblem(f"{source} cannot be read: no such file")
     if suffix == ".tflite":
         _progress(f"converting {source.name} from TFLite")
         model, size = from_tflite(source)
-        return model, resolution or size
+        return model, resolution or size, "a TFLite model", []
+    if suffix in TORCH_SUFFIXES:
+        try:
+            from .torch_import import NATIVE_RESOLUTION, from_checkpoint
+        except ImportError as exc:
+            raise ImportProblem(
+                f"{source}: a PyTorch checkpoint needs torch, the `torch` extra: "
+                f"pip install 'mobilenet-serve[torch]' ({exc})"
+            ) from exc
+        _progress(f"converting {source.name} from a torchvision MobileNetV2 checkpoint")
+        converted = from_checkpoint(source)
+        kind = f"a torchvision MobileNetV2 checkpoint (width multiplier {converted.width_mult})"
+        note = f"converted from {kind} with {converted.classes} classes"
+        return converted.model, resolution or NATIVE_RESOLUTION, kind, [note]
     _progress(f"reading {source.name}")
     try:
         data = source.read_bytes()
     except OSError as exc:
         raise ImportProblem(f"{source} cannot be read: {exc}") from exc
-    return load(data, str(source)), resolution
+    return load(data, str(source)), resolution, "an ONNX model", []
 
 
 def _prove(path: Path, found: Found, native: int, image: Path, preprocess: dict[str, Any]) -> list[int]:
@@ -203,7 +221,7 @@ def _prove(path: Path, found: Found, native: int, image: Path, preprocess: dict[
 
 def _manifest(
     args: argparse.Namespace, found: Found, model: onnx.ModelProto, entry: Path, labels: list[str], native: int,
-    resolutions: list[int],
+    resolutions: list[int], kind: str,
 ) -> dict[str, Any]:  # fmt: skip
     tasks = ["classify"] + (["embed"] if found.embedding else []) + (["backbone"] if len(found.features) == 3 else [])
     missing = {o for task in tasks for o in outputs_for(task)} - {o.name for o in model.graph.output}
@@ -219,7 +237,7 @@ def _manifest(
         "num_classes": len(labels), "params": count_params(model), "macs": count_macs(model, native),
         "file_size": onnx_path.stat().st_size, "sha256": sha256_of(onnx_path),
         "source": {"files": [{"file": args.source.name, "sha256": sha256_of(args.source)}],
-                   "origin": f"mobilenet-serve import ({found.layout} input, {found.precision})"},
+                   "origin": f"mobilenet-serve import of {kind} ({found.layout} input, {found.precision})"},
     }  # fmt: skip
 
 

