@@ -10,13 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from . import __version__, rest, rest_status, v2
+from . import __version__, rest, rest_status, v2, web
 from .config import Settings
 from .core import Core
 from .error_handlers import ErrorFormats, install_error_handlers
 from .heap_trim import PeriodicTrim
 from .metrics import Metrics
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from .middleware import UNAUTHENTICATED_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from .openapi_security import openapi_with_keys
 from .registry import Registry
 from .repository import POLL, Repository
 from .store_watch import StoreWatch
@@ -62,13 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             core.close()
             log.info("shut down")
 
-    app = FastAPI(title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # The docs are web.py's: served from the package's own copies of Swagger UI and ReDoc, not a CDN.
+    app = FastAPI(
+        title="mobilenet-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,
+    )  # fmt: skip
+    keyed = settings.api_key is not None or settings.admin_api_key is not None
+    app.openapi = openapi_with_keys(app, keyed, UNAUTHENTICATED_PATHS)  # type: ignore[method-assign]
     app.state.core = core
     app.state.repository = repository
     app.state.metrics = metrics
     routers = (rest.router, rest_status.router, v2.router)
     for router in routers:
         app.include_router(router)
+    web.install(app)
     formats = ErrorFormats()
     formats.register(v2.PREFIX, v2.ERRORS)
     install_error_handlers(app, formats)
@@ -78,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_buffered_bytes=settings.max_buffered_body_bytes,
         formats=formats,
     )
-    if settings.api_key is not None or settings.admin_api_key is not None:
+    if keyed:
         app.add_middleware(
             ApiKeyMiddleware,
             api_key=_secret(settings.api_key),

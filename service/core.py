@@ -23,6 +23,7 @@ from .image_checks import open_image
 from .instance import ImageJob, ImageResult
 from .postprocess import Answer, Encoded
 from .registry import LoadedModel, Registry, Status
+from .server_timing import server_timing
 from .store import Variant
 from .tasks import Task
 
@@ -93,13 +94,19 @@ class Core:
         # The images were read since the model was resolved: a reload may have replaced it meanwhile.
         model = self.registry.live(model)
         results = await self.run(model, images, resolution, task.outputs, started)
-        answer = Answer(model.variant, resolution, results)
+        encoded = await self._encode(
+            task, Answer(model.variant, resolution, results), _deadline(model, started), options
+        )
+        encoded.headers["Server-Timing"] = server_timing(results, time.perf_counter() - started)
+        return encoded
+
+    async def _encode(self, task: Task, answer: Answer, deadline: float, options: dict[str, Any]) -> Encoded:
         if not task.encode_off_loop:
             return task.encode(answer, **options)
-        remaining = _deadline(model, started) - time.perf_counter()
         try:
             # The request's deadline covers its encoding too; a pool thread past it finishes unwatched.
-            return await asyncio.wait_for(self.in_pool(lambda: task.encode(answer, **options)), max(0.0, remaining))
+            encoding = self.in_pool(lambda: task.encode(answer, **options))
+            return await asyncio.wait_for(encoding, max(0.0, deadline - time.perf_counter()))
         except TimeoutError:
             raise ServiceError(504, "the request's deadline passed while its answer was encoded") from None
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,29 @@ class ImageJob:
 
 
 @dataclass(frozen=True)
+class StageTimes:
+    """Seconds one image spent waiting for an instance, being decoded and preprocessed, and in its batch's run."""
+
+    queue: float = 0.0
+    preprocess: float = 0.0
+    inference: float = 0.0
+
+
+@dataclass(frozen=True)
 class ImageResult:
     outputs: list[np.ndarray]  # in the order of the job's outputs
     original_size: tuple[int, int]  # (width, height) of the upright image; a tensor's own size
+    times: StageTimes = StageTimes()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An image decoded for a batch: where its outcome goes, its tensor, and its times so far."""
+
+    index: int
+    tensor: np.ndarray
+    size: tuple[int, int]
+    times: StageTimes
 
 
 class ModelSession:
@@ -142,21 +162,23 @@ class ModelInstances:
         for item in batch:
             wait.observe(started - item.enqueued_at)
         outcomes: list[ImageResult | BaseException | None] = []
-        ready: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+        ready: list[_Ready] = []
         for item in batch:
             if item.abandoned:
                 outcomes.append(ServiceError(504, "the request's deadline passed while it was queued"))
                 continue
+            decoding = time.perf_counter()
             try:
                 tensor, size = self._prepare(item.payload, decoder)
             except Exception as exc:
                 outcomes.append(exc)
                 continue
-            ready.append((len(outcomes), tensor, size))
+            times = StageTimes(started - item.enqueued_at, time.perf_counter() - decoding)
+            ready.append(_Ready(len(outcomes), tensor, size, times))
             outcomes.append(None)  # filled in by the run below
         outputs = batch[0].payload.outputs
-        for (index, _, _), outcome in zip(ready, self._run_isolated(ready, outputs, alone), strict=True):
-            outcomes[index] = outcome
+        for entry, outcome in zip(ready, self._run_isolated(ready, outputs, alone), strict=True):
+            outcomes[entry.index] = outcome
         return BatchResult(outcomes, time.perf_counter() - started)
 
     def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -178,23 +200,29 @@ class ModelInstances:
         return tensor, size
 
     def _run_isolated(
-        self, ready: list[tuple[int, np.ndarray, tuple[int, int]]], outputs: tuple[str, ...], alone: bool
+        self, ready: list[_Ready], outputs: tuple[str, ...], alone: bool
     ) -> list[ImageResult | BaseException]:
         if not ready:
             return []
         try:
-            results = self._infer([tensor for _, tensor, _ in ready], outputs, alone)
+            results, seconds = self._infer([entry.tensor for entry in ready], outputs, alone)
         except Exception as exc:
             if len(ready) > 1:
                 return [self._run_isolated([entry], outputs, alone)[0] for entry in ready]
             log.error("model %s: inference failed: %s", self._name, exc)
             return [ServiceError(500, f"inference failed: {exc}", code="inference_failed")]
-        return [ImageResult([output[row] for output in results], size) for row, (_, _, size) in enumerate(ready)]
+        return [
+            ImageResult([output[row] for output in results], entry.size, replace(entry.times, inference=seconds))
+            for row, entry in enumerate(ready)
+        ]
 
-    def _infer(self, tensors: list[np.ndarray], outputs: tuple[str, ...], alone: bool) -> list[np.ndarray]:
+    def _infer(
+        self, tensors: list[np.ndarray], outputs: tuple[str, ...], alone: bool
+    ) -> tuple[list[np.ndarray], float]:
         stacked = np.stack(tensors) if len(tensors) > 1 else tensors[0][None]
         started = time.perf_counter()
         results = self.session.run(stacked, outputs, alone)
-        self._metrics.inference_duration.labels(self._name).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._metrics.inference_duration.labels(self._name).observe(seconds)
         self._metrics.batch_size.labels(self._name).observe(len(tensors))
-        return results
+        return results, seconds

@@ -23,11 +23,15 @@ from .metrics import Metrics
 access_log = logging.getLogger("mobilenet_serve.access")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# The web page, the API docs and the document they read: public, so a person can open them and then enter
+# the key in them; they hold no data of the service's. Everything under PUBLIC_PREFIX is the page's files.
+PAGE_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIX = "/ui/"
 REQUEST_ID_HEADER = "x-request-id"
 # An incoming X-Request-ID is kept when it is this short and of these characters; otherwise one is made.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 # Probes, scrapes and the API docs: kept out of the request metrics, and of the access log unless asked for.
-OPERATIONAL_PATHS = UNAUTHENTICATED_PATHS | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPERATIONAL_PATHS = UNAUTHENTICATED_PATHS | PAGE_PATHS
 # A decoded path may hold any character: escape the control ones so that a client cannot forge a log line.
 _ESCAPED = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
@@ -60,7 +64,7 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        operational = scope["path"] in OPERATIONAL_PATHS
+        operational = scope["path"] in OPERATIONAL_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
         try:
             await self.app(scope, receive, send_and_record)
         finally:
@@ -125,7 +129,7 @@ class ApiKeyMiddleware:
         self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED_PATHS:
+        if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
         admin = self.admin_key is not None and scope["path"].startswith(self.admin_prefix)
@@ -139,6 +143,10 @@ class ApiKeyMiddleware:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await self.formats.response(scope["path"], error, request_id_of(scope))(scope, receive, send)
+
+
+def _public(path: str) -> bool:
+    return path in UNAUTHENTICATED_PATHS or path in PAGE_PATHS or path.startswith(PUBLIC_PREFIX)
 
 
 def _offers(scope: Scope, key: bytes) -> bool:

@@ -58,3 +58,30 @@ def test_refusals_are_counted_under_the_route_they_were_sent_to(client: TestClie
     assert metric_value(text, "mobilenet_requests_total", endpoint="/classify", code="401") >= 1
     assert metric_value(text, "mobilenet_requests_total", endpoint="/v2/models/{name}/config", code="401") >= 1
     assert metric_value(text, "mobilenet_requests_total", endpoint="unmatched", code="401") == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/docs", "/redoc", "/openapi.json", "/ui/js/main.js", "/ui/vendor/redoc.standalone.js"]
+)
+def test_the_page_and_the_docs_open_without_the_key(client: TestClient, path: str) -> None:
+    # They hold no data: a person opens them, then enters the key in them.
+    assert client.get(path).status_code == 200
+
+
+def test_the_page_s_files_do_not_let_a_path_past_the_key(client: TestClient) -> None:
+    for path in ("/ui/../v1/models", "/ui/%2e%2e/v1/models", "/uiv1/models", "/ui"):
+        response = client.get(path)
+        assert response.status_code in (401, 404), path
+        assert "default_model" not in response.text, path
+
+
+def test_the_api_document_declares_the_key_where_it_is_needed(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {**schemes["ApiKey"], "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["Bearer"]["scheme"] == "bearer"
+    paths = document["paths"]
+    assert paths["/classify"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    assert paths["/v2/repository/index"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    for public in ("/healthz", "/readyz", "/metrics"):
+        assert paths[public]["get"]["security"] == []

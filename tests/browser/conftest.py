@@ -1,0 +1,53 @@
+"""A server with an API key and a small body limit, and a headless Chromium to open its page with."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from browser import INSTALL_HINT, Outside, chromium, chromium_path, open_page
+from harness import ServerProcess, running_server
+from playwright.sync_api import Browser, Page
+from support import DEEPLAB, TV_FP32, TV_INT8, V1_SMALL
+
+API_KEY = "page-test-key"
+MAX_BODY_BYTES = 2 * 1024 * 1024
+PAGE_CONFIG = {
+    "models": [TV_INT8, TV_FP32, V1_SMALL, DEEPLAB],
+    "api_key": API_KEY,
+    "max_body_bytes": MAX_BODY_BYTES,
+    "intra_op_threads": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("page-server"), PAGE_CONFIG) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if chromium_path() is None:
+        # CI installs the browser (.ci/run): there, a missing one is a failure, not a reason to skip.
+        if os.environ.get("CI"):
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture()
+def outside() -> Iterator[Outside]:
+    watched = Outside()
+    yield watched
+    assert watched.requests == [], f"the page reached beyond loopback: {watched.requests}"
+    assert watched.errors == [], f"the page's scripts failed: {watched.errors}"
+
+
+@pytest.fixture()
+def page(browser: Browser, page_server: ServerProcess, outside: Outside) -> Iterator[Page]:
+    opened = open_page(browser, page_server.url, API_KEY, outside)
+    yield opened
+    opened.close()
