@@ -6,7 +6,7 @@ const STAGES = [
   { name: "queue", label: "queue", color: "#f2a900" },
   { name: "preprocess", label: "preprocess", color: "#7fb3e6" },
   { name: "inference", label: "inference", color: "#1f4e79" },
-  { name: "server-other", label: "rest of the server", color: "#9aa5b1" },
+  { name: "server-other", label: "postprocess and the rest", color: "#9aa5b1" },
   { name: "network", label: "network and browser", color: "#d5dbe3" },
 ];
 
