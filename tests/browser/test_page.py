@@ -234,3 +234,24 @@ def test_the_trade_off_plot_marks_the_frontier(page: Page, page_server: ServerPr
         )
         assert label.text_content() == f"α{point['alpha']:g} ρ{point['resolution']}"
     assert {p["model"] for p in measured} == {TV_INT8, TV_FP32, V1_SMALL}
+
+
+def test_an_image_can_be_dropped_or_pasted(page: Page, page_server: ServerProcess) -> None:
+    # A DataTransfer holding the owl, made in the page as a drag from the desktop or a copy would make it.
+    make_transfer = """async () => {
+        const blob = await (await fetch('/ui/samples/owl.jpg')).blob();
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([blob], 'dropped-owl.jpg', { type: 'image/jpeg' }));
+        return transfer;
+    }"""
+    page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(make_transfer)})
+    assert page.locator("#preview-caption").inner_text().startswith("dropped-owl.jpg")
+    run_and_wait(page, "ol.bars li")
+    with page_server.client(headers={"X-API-Key": API_KEY, "Content-Type": "image/jpeg"}) as client:
+        answer = client.post("/classify", content=image_bytes("owl.jpg")).json()
+    assert bar_labels(page)[0] == answer["results"][0]["predictions"][0]["label"]
+
+    pasted = page.evaluate_handle(make_transfer)
+    page.evaluate("t => document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: t }))", pasted)
+    assert page.locator("#preview-caption").inner_text().startswith("dropped-owl.jpg")
+    assert page.locator("#preview-image").get_attribute("alt") == "The image to run: pasted image"
