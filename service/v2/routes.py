@@ -12,20 +12,19 @@ from starlette.responses import Response
 from .. import __version__
 from ..core import Core
 from ..errors import ServiceError
-from ..registry import LoadedModel, Status
+from ..oip import models
+from ..oip.inference import OFFLOAD_BYTES, OFFLOAD_VALUES
+from ..oip.inference import infer as run_inference
+from ..oip.metadata import MODEL_VERSION, model_config, model_metadata
+from ..oip.models import EXTENSIONS, SERVER_NAME
+from ..oip.schemas import ModelMetadata, ServerMetadata
+from ..registry import LoadedModel
 from ..responses import JsonResponse
 from ..store import Variant
 from . import codec, repository_routes
-from .inference import OFFLOAD_VALUES
-from .inference import infer as run_inference
-from .metadata import MODEL_VERSION, model_config, model_metadata
-from .schemas import ErrorResponse, ModelMetadata, ServerMetadata
+from .schemas import ErrorResponse
 
 PREFIX = "/v2"
-SERVER_NAME = "mobilenet-serve"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters"]
-# Parsing a big body takes milliseconds: past this size it runs in the codec pool, off the event loop.
-OFFLOAD_BYTES = 256 * 1024
 
 router = APIRouter(prefix=PREFIX, tags=["Open Inference Protocol (V2)"])
 router.include_router(repository_routes.router)
@@ -78,9 +77,8 @@ async def get_model_metadata(request: Request, name: ModelName) -> Response:
 @router.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(request: Request, name: ModelName) -> Response:
     _known_variant(request, name)
-    registry = _core(request).registry
-    loaded = registry.ready and registry.states[name].status is Status.LOADED
-    return Response(status_code=200 if loaded else 400)
+    ready = models.is_ready(_core(request), name)
+    return Response(status_code=200 if ready else 400)
 
 
 @router.get("/models/{name}/config", summary="Triton model configuration", responses=ERRORS)
@@ -127,19 +125,13 @@ async def infer(request: Request, name: ModelName) -> Response:
 
 def _known_variant(request: Request, name: str) -> Variant:
     """The variant of a model this server serves or is loading; 404 for any other name or version."""
-    registry = _core(request).registry
-    state = registry.states.get(name)
-    if state is None or state.variant is None or state.status is Status.NOT_CONFIGURED:
-        raise ServiceError(404, f"unknown model {name!r}; served: {', '.join(registry.loaded_names()) or 'none'}")
+    variant = models.known_variant(_core(request), name)
     request.state.model = name
     # Only the /versions/{version}/ routes have this path parameter.
-    version = request.path_params.get("version")
-    if version is not None and version != MODEL_VERSION:
-        raise ServiceError(404, f"model {name!r} has no version {version!r}; its only version is {MODEL_VERSION!r}")
-    return state.variant
+    models.check_version(name, request.path_params.get("version"))
+    return variant
 
 
 def _loaded(request: Request, name: str) -> LoadedModel:
     _known_variant(request, name)
-    # Any task of the variant: resolve() then applies REST's readiness and availability checks.
     return _core(request).resolve(name, None)

@@ -1,4 +1,5 @@
-"""An Open Inference Protocol inference request: check its inputs and outputs, run it through the core.
+"""An Open Inference Protocol inference request, from HTTP or gRPC: check its inputs and outputs, run it through
+the core.
 
 Each model takes exactly one of two inputs per request: `image`, FP32 [N, 3, H, W] already
 preprocessed as the variant's manifest says, or `image_bytes`, BYTES [N, 1] of encoded images that the
@@ -21,11 +22,13 @@ from ..postprocess import softmax
 from ..registry import LoadedModel
 from ..store import Variant
 from ..tasks import OUTPUT_ORDER, PROBABILITIES, OutputSpec, v2_outputs
-from . import codec
+from . import tensors
 from .metadata import IMAGE, IMAGE_BYTES, default_outputs
 from .schemas import InferenceRequest, InputTensor, OutputTensor
 
 LABELLED = frozenset({"logits", PROBABILITIES})
+# Parsing a big request takes milliseconds: past this size its inputs are converted in the codec pool, off the loop.
+OFFLOAD_BYTES = 256 * 1024
 # Converting a big tensor from JSON takes milliseconds: past this many values it runs in the codec pool.
 OFFLOAD_VALUES = 64 * 1024
 # An upper estimate of a float32 in JSON, as orjson writes it ("-0.12345678," is 12 characters).
@@ -113,9 +116,9 @@ async def _preprocessed(
     if requested is not None and requested != shape[2]:
         raise ServiceError(400, f"parameter resolution={requested!r} contradicts the input's size {shape[2]}")
     if offload or (tensor.raw is None and tensor.count > OFFLOAD_VALUES):
-        batch = await core.in_pool(codec.fp32_array, tensor)
+        batch = await core.in_pool(tensors.fp32_array, tensor)
     else:
-        batch = codec.fp32_array(tensor)
+        batch = tensors.fp32_array(tensor)
     return list(batch), shape[2]
 
 
@@ -128,7 +131,7 @@ async def _encoded(
         raise ServiceError(400, f"input {IMAGE_BYTES!r} has shape {list(tensor.shape)}; it takes [N, 1] or [N]")
     _check_batch(core, tensor.shape[0])
     resolution = resolution_for(variant, parameters.get("resolution"), status=400)
-    images = await core.in_pool(codec.bytes_elements, tensor) if offload else codec.bytes_elements(tensor)
+    images = await core.in_pool(tensors.bytes_elements, tensor) if offload else tensors.bytes_elements(tensor)
     return images, resolution
 
 
@@ -140,7 +143,7 @@ def _output_tensor(
         value = softmax(value, axis=1).astype(np.float32)
     if requested.classification is None:
         return OutputTensor(requested.name, "FP32", value, value.shape, requested.binary)
-    return codec.classification(requested.name, value, requested.classification, variant.labels, requested.binary)
+    return tensors.classification(requested.name, value, requested.classification, variant.labels, requested.binary)
 
 
 def _check_response_size(outputs: list[OutputTensor], limit: int) -> None:
