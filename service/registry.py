@@ -183,7 +183,9 @@ class Registry:
         else:
             status = Status.LOADING if configured else Status.NOT_CONFIGURED
             self.states[entry.name] = ModelState(entry.name, entry.variant, status)
-        self._metrics.model_loaded.labels(entry.name).set(0)
+        # Only the models this server is to serve have a series: 0 for one of them is a failure to alert on.
+        if configured:
+            self._metrics.model_loaded.labels(entry.name).set(0)
 
     async def _load_one(self, state: ModelState) -> None:
         variant = state.variant

@@ -12,6 +12,7 @@ the reason in /v1/models and the repository index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -128,7 +129,9 @@ class Repository:
             raise ServiceError(400, f"failed to unload {name!r}: no such model", code="unknown_model")
         old, state.loaded = state.loaded, None
         state.status, state.error = Status.NOT_CONFIGURED, None
-        self._metrics.model_loaded.labels(name).set(0)
+        # Unloaded on purpose: no series, as for a model never loaded, so that no alert takes it for a failure.
+        with contextlib.suppress(KeyError):
+            self._metrics.model_loaded.remove(name)
         if old is not None:
             await registry.refresh()
             log.info("model %s unloaded", name)

@@ -14,10 +14,12 @@ import promql_parser
 import pytest
 import yaml
 from chart import ADAPTER_VALUES_FILE, ALL_OPTIONS, CHART, adapter_metric_names, one, rendered
-from harness import running_server
+from harness import REPO, running_server
 from prometheus_client.parser import text_string_to_metric_families
 
 DASHBOARD_FILE = CHART / "dashboards" / "mobilenet-serve.json"
+RUNBOOK_FILE = REPO / "docs" / "runbook.md"
+DEFAULT_RUNBOOK = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["prometheusRule"]["runbookUrl"]
 
 
 def dashboard() -> dict[str, Any]:
@@ -46,9 +48,7 @@ def promql_expressions() -> dict[str, str]:
             selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"]["query"])
             assert selector, variable["name"]
             queries[f"variable {variable['name']}"] = selector.group(1)
-    for index, rule in enumerate(
-        yaml.safe_load(ADAPTER_VALUES_FILE.read_text())["rules"]["custom"]
-    ):
+    for index, rule in enumerate(yaml.safe_load(ADAPTER_VALUES_FILE.read_text())["rules"]["custom"]):
         queries[f"adapter rule {index}"] = rule["seriesQuery"]
     return queries
 
@@ -82,17 +82,25 @@ def test_alerts_cover_latency_errors_saturation_and_loading() -> None:
     assert used == {
         "MobilenetHighLatencyP99": {"mobilenet_request_duration_seconds_bucket"},
         "MobilenetHighErrorRatio": {"mobilenet_requests_total"},
+        "MobilenetThrottling": {"mobilenet_requests_total"},
+        "MobilenetTargetDown": {"up"},
         "MobilenetQueueSaturated": {"mobilenet_queue_depth"},
         "MobilenetModelNotLoaded": {"mobilenet_model_loaded"},
         "MobilenetModelStoreChanged": {"mobilenet_model_store_intact"},
     }
+    runbook = RUNBOOK_FILE.read_text()
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        # Each alert links to its own section of the runbook: GitHub's anchor of a heading `## Name`.
+        base, anchor = rule["annotations"]["runbook_url"].split("#")
+        assert base == ALL_OPTIONS["monitoring"]["prometheusRule"].get("runbookUrl", DEFAULT_RUNBOOK)
+        assert anchor == rule["alert"].lower() and f"\n## {rule['alert']}\n" in runbook
 
 
 def test_queue_saturation_alert_uses_each_models_own_queue_size() -> None:
-    expr = one(rendered("all-options"), "PrometheusRule")["spec"]["groups"][0]["rules"][2]["expr"]
+    rules = one(rendered("all-options"), "PrometheusRule")["spec"]["groups"][0]["rules"]
+    expr = next(rule["expr"] for rule in rules if rule["alert"] == "MobilenetQueueSaturated")
     batching = ALL_OPTIONS["config"]["batching"]
     for model, override in batching.items():
         if "max_queue_size" in override:
@@ -160,7 +168,8 @@ def test_monitoring_assets_use_only_metrics_the_service_exposes(tmp_path: Path) 
     with running_server(tmp_path, {}, timeout=300) as server:
         response = httpx.get(server.url + "/metrics", timeout=10)
         response.raise_for_status()
-        exposed = exposed_series(response.text)
+        # `up` is Prometheus' own series for every target it scrapes.
+        exposed = exposed_series(response.text) | {"up"}
 
     unknown = {
         where: sorted(metric_names(expr) - exposed)
