@@ -25,7 +25,7 @@ from .postprocess import Answer, Encoded
 from .registry import LoadedModel, Registry, Status
 from .server_timing import server_timing
 from .store import Variant
-from .tasks import Task
+from .tasks import Task, default_task, endpoint_tasks, task_for
 
 T = TypeVar("T")
 
@@ -44,6 +44,18 @@ class Core:
             raise auto.error()
         assert auto is not None  # set before the registry is ready
         return auto
+
+    def resolve_route(self, name: str | None, endpoint: str) -> tuple[LoadedModel, Task]:
+        """The loaded model and the task a REST route runs on it: the route may serve several tasks (/detect's two)."""
+        self._check_ready()
+        state = self.registry.states.get(name) if name is not None else None
+        if name is None:
+            task = default_task(endpoint, self.registry.defaults)
+        elif state is not None and state.loaded is not None:
+            task = task_for(endpoint, state.loaded.variant)
+        else:
+            task = endpoint_tasks(endpoint)[0]
+        return self.resolve(name, task), task
 
     def resolve(self, name: str | None, task: Task | None) -> LoadedModel:
         """The loaded model a request asked for (the task's default when None), or the error saying why not."""
@@ -71,10 +83,11 @@ class Core:
             )
         variant = state.loaded.variant
         if task is not None and task.needs not in variant.tasks:
+            offering = [m for t in endpoint_tasks(task.route) for m in registry.offering(t.needs)]
             raise ServiceError(
                 400,
-                f"model {name!r} does not support {task.name} (it offers {', '.join(sorted(variant.tasks))}); "
-                f"models that do: {', '.join(registry.offering(task.needs)) or 'none loaded'}",
+                f"model {name!r} does not support {task.route} (it offers {', '.join(sorted(variant.tasks))}); "
+                f"models that do: {', '.join(offering) or 'none loaded'}",
                 code="unsupported_task",
             )
         return state.loaded
@@ -90,7 +103,7 @@ class Core:
     ) -> Encoded:
         """Run a task on encoded images and encode its answer."""
         if task.max_images is not None and len(images) > task.max_images:
-            raise ServiceError(400, f"/{task.name} takes exactly one image, got {len(images)}", code="one_image_only")
+            raise ServiceError(400, f"/{task.route} takes exactly one image, got {len(images)}", code="one_image_only")
         # The images were read since the model was resolved: a reload may have replaced it meanwhile.
         model = self.registry.live(model)
         results = await self.run(model, images, resolution, task.outputs, started)

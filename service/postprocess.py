@@ -28,6 +28,8 @@ MIN_REGION_FRACTION = 0.001
 # The largest side regions are found at: twice DeepLab's 513-pixel mask, so no detail of it is lost.
 REGION_SIDE = 1026
 BACKGROUND_CLASS = 0
+# How /detect's boxes were made, in its answers: connected regions of a segmentation mask.
+METHOD_MASK_REGIONS = "mask_regions"
 # 8-connectivity: diagonal neighbours belong to the same region.
 _CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
@@ -154,11 +156,11 @@ def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _json(document: dict[str, Any]) -> Encoded:
+def json_answer(document: dict[str, Any]) -> Encoded:
     return Encoded(orjson.dumps(document, option=JSON_OPTIONS), JSON)
 
 
-def _model_headers(answer: Answer) -> dict[str, str]:
+def model_headers(answer: Answer) -> dict[str, str]:
     return {"X-Model": answer.variant.name, "X-Resolution": str(answer.resolution)}
 
 
@@ -174,12 +176,12 @@ def encode_classify(answer: Answer, k: int, selection: dict[str, Any] | None = N
     body: dict[str, Any] = {"model": answer.variant.name, "resolution": answer.resolution, "results": results}
     if selection is not None:
         body["selection"] = selection
-    return _json(body)
+    return json_answer(body)
 
 
 def encode_embed(answer: Answer, normalize: bool) -> Encoded:
     vectors = [l2_normalize(r.outputs[0]) if normalize else r.outputs[0] for r in answer.results]
-    return _json(
+    return json_answer(
         {
             "model": answer.variant.name,
             "resolution": answer.resolution,
@@ -198,7 +200,7 @@ def encode_backbone(answer: Answer) -> Encoded:
     else:
         arrays = {key: np.stack([r.outputs[i] for r in results]) for i, key in enumerate(keys)}
     shapes = {key: list(array.shape) for key, array in arrays.items()}
-    headers = {"X-Feature-Shapes": json.dumps(shapes), **_model_headers(answer)}
+    headers = {"X-Feature-Shapes": json.dumps(shapes), **model_headers(answer)}
     return Encoded(encode_npz(arrays), "application/x-npz", headers)
 
 
@@ -213,12 +215,19 @@ def encode_detect(answer: Answer, min_area: float) -> Encoded:
             for r in found
         ]
         results.append({"width": width, "height": height, "detections": detections})
-    return _json({"model": answer.variant.name, "resolution": answer.resolution, "results": results})
+    return json_answer(
+        {
+            "model": answer.variant.name,
+            "resolution": answer.resolution,
+            "method": METHOD_MASK_REGIONS,
+            "results": results,
+        }
+    )
 
 
 def encode_segment(answer: Answer) -> Encoded:
     result = answer.results[0]
-    return Encoded(mask_png(result.outputs[0], result.original_size), "image/png", _model_headers(answer))
+    return Encoded(mask_png(result.outputs[0], result.original_size), "image/png", model_headers(answer))
 
 
 def _voc_palette() -> list[int]:

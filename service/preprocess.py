@@ -40,6 +40,32 @@ class PreprocessSpec:
 
 
 @dataclass(frozen=True)
+class Letterbox:
+    """Where a letterboxed image lies in the square input: its offset and size there, in input pixels."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+    def to_original(self, x: np.ndarray, y: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Input-pixel coordinates to coordinates in the original image of `size` (width, height)."""
+        return (x - self.left) * (size[0] / self.width), (y - self.top) * (size[1] / self.height)
+
+
+def letterbox(size: tuple[int, int], resolution: int) -> Letterbox:
+    """The image of `size` scaled to fit a `resolution` square with its aspect ratio, centred; at least 1 pixel a side.
+
+    The postprocessing recomputes it from the original size to map boxes back, so it depends on nothing else.
+    """
+    width, height = size
+    scale = resolution / max(width, height)
+    inner_w = min(resolution, max(1, round(width * scale)))
+    inner_h = min(resolution, max(1, round(height * scale)))
+    return Letterbox((resolution - inner_w) // 2, (resolution - inner_h) // 2, inner_w, inner_h)
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     tensor: np.ndarray  # float32 [3, resolution, resolution]
     original_size: tuple[int, int]  # (width, height) of the upright image
@@ -111,7 +137,7 @@ def _orient(image: Image.Image) -> Image.Image:
 
 
 def _decode_size_needed(spec: PreprocessSpec, resolution: int) -> int:
-    if spec.crop == "none":
+    if spec.crop in ("none", "letterbox"):
         return resolution
     return math.ceil(resolution / spec.crop_fraction)
 
@@ -144,13 +170,19 @@ def resize(image: Image.Image, spec: PreprocessSpec, resolution: int) -> Image.I
     resample = _FILTERS.get(spec.resize_filter.lower())
     if resample is None:
         raise ServiceError(500, f"unknown resize filter {spec.resize_filter!r} in the manifest")
+    if spec.crop == "letterbox":
+        # MediaPipe's detectors: the whole image, aspect ratio kept, on a black (zero) border.
+        place = letterbox(image.size, resolution)
+        canvas = Image.new("RGB", (resolution, resolution))
+        canvas.paste(image.resize((place.width, place.height), resample=resample), (place.left, place.top))
+        return canvas
     box = crop_box(image.size, spec, resolution)
     return image.resize((resolution, resolution), resample=resample, box=box)
 
 
 def crop_box(size: tuple[int, int], spec: PreprocessSpec, resolution: int) -> tuple[float, float, float, float] | None:
     width, height = size
-    if spec.crop == "none" or (spec.crop == "central_fraction" and spec.crop_fraction >= 1.0):
+    if spec.crop in ("none", "letterbox") or (spec.crop == "central_fraction" and spec.crop_fraction >= 1.0):
         return None
     if spec.crop == "central_fraction":
         # tf.image.central_crop's integer arithmetic, so TF-slim models see the pixels they were evaluated on.

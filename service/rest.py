@@ -6,6 +6,7 @@ A request carries one image as its raw body, or one or more multipart/form-data 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,7 +18,7 @@ from .core import Core, resolution_for
 from .errors import ServiceError
 from .postprocess import MIN_REGION_FRACTION
 from .schemas import ERRORS, ClassifyResponse, DetectResponse, EmbedResponse
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 router = APIRouter()
 
@@ -76,24 +77,40 @@ MinTop1Query = Annotated[
 
 
 async def _serve(
-    request: Request, task_name: str, model: str | None, resolution: int | None, **options: Any
+    request: Request,
+    endpoint: str,
+    model: str | None,
+    resolution: int | None,
+    options_for: Callable[[Task], dict[str, Any]] | None = None,
+    **options: Any,
 ) -> Response:
+    """Answer a route; `options_for` gives the options of the task the model runs, where the route serves several."""
     started = time.perf_counter()
     core: Core = request.app.state.core
-    task = TASKS[task_name]
     if model == AUTO and AUTO not in core.registry.states:
-        raise ServiceError(
-            400, f"model=auto is offered on /classify only, not on /{task_name}", code="unsupported_task"
-        )
+        raise ServiceError(400, f"model=auto is offered on /classify only, not on /{endpoint}", code="unsupported_task")
     if model in core.registry.states:
         # Only names from the store become label values: a client must not mint new metric series.
         request.state.model = model
-    loaded = core.resolve(model, task)
+    loaded, task = core.resolve_route(model, endpoint)
     request.state.model = loaded.variant.name
     size = resolution_for(loaded.variant, resolution)
+    if options_for is not None:
+        options = options_for(task)
     images = await read_images(request, core.settings.max_images_per_request)
     encoded = await core.answer(task, loaded, size, images, started, **options)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+
+
+def _only_for(task: Task, wanted: str, **given: Any) -> None:
+    """Refuse a parameter that the model's task does not take (`given`: the parameters of the other task)."""
+    if task.name != wanted:
+        for name, value in given.items():
+            if value is not None and value is not False:
+                raise ServiceError(
+                    422, f"{name} does not apply to {task.name} (the model's task on this route)",
+                    code="invalid_parameter",
+                )  # fmt: skip
 
 
 async def _serve_auto(
@@ -210,12 +227,15 @@ async def backbone(request: Request, model: ModelQuery = None, resolution: Resol
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    summary="Objects as boxes from DeepLabV3's PASCAL VOC segmentation",
+    summary="Boxes: PASCAL VOC objects from DeepLabV3's mask, or faces from a BlazeFace single-shot detector",
     description=(
-        "Each connected region (8-connectivity) of a class in the mask, mapped to the original image size, "
-        "becomes a box "
-        "scored by the class's mean probability over the region; background and regions under `min_area` "
-        f"(default {MIN_REGION_FRACTION:.1%}) of the image are dropped."
+        "With a DeepLab model (the default; `method` is `mask_regions`), each connected region (8-connectivity) "
+        "of a class in the mask, mapped to the original image size, becomes a box scored by the class's mean "
+        "probability over the region; background and regions under `min_area` "
+        f"(default {MIN_REGION_FRACTION:.1%}) of the image are dropped. With a face detector "
+        "(`model=blazeface_short_range` or `blazeface_full_range`; `method` is `ssd`), MediaPipe's decoding: "
+        "anchors, boxes and 6 keypoints, scores at least `min_score` (default: the model's own, 0.5 or 0.6), "
+        "weighted non-maximum suppression, mapped back through the letterbox to the original image."
     ),
     openapi_extra=IMAGE_BODY,
     responses=ERRORS,
@@ -225,22 +245,44 @@ async def detect(
     model: ModelQuery = None,
     resolution: ResolutionQuery = None,
     min_area: Annotated[
-        float, Query(ge=0.0, lt=1.0, description="smallest region kept, as a fraction of the image's pixels")
-    ] = MIN_REGION_FRACTION,
+        float | None,
+        Query(ge=0.0, lt=1.0, description="DeepLab: smallest region kept, as a fraction of the image's pixels"),
+    ] = None,
+    min_score: Annotated[
+        float | None, Query(ge=0.0, le=1.0, description="face detectors: lowest score kept (default: the model's)")
+    ] = None,
 ) -> Response:
-    return await _serve(request, "detect", model, resolution, min_area=min_area)
+    def options_for(task: Task) -> dict[str, Any]:
+        _only_for(task, "detect", min_area=min_area)
+        _only_for(task, "face_detect", min_score=min_score)
+        if task.name == "face_detect":
+            return {"min_score": min_score}
+        return {"min_area": MIN_REGION_FRACTION if min_area is None else min_area}
+
+    return await _serve(request, "detect", model, resolution, options_for)
 
 
 @router.post(
     "/segment",
-    summary="The class mask as a PNG at the original size",
+    summary="The class mask, or the person mask or matte, as a PNG at the original size",
     description=(
-        "A palette PNG whose pixel values are PASCAL VOC class ids (coloured with the VOC palette). "
-        "One image per request."
+        "With a DeepLab model (the default), a palette PNG whose pixel values are PASCAL VOC class ids (coloured "
+        "with the VOC palette). With `model=selfie_segmentation`, a palette PNG with 1 where the person is "
+        "(probability above 0.5) and 0 elsewhere, or with `matte=true` a greyscale PNG of the probability "
+        "(0..255), to use as an alpha channel. One image per request."
     ),
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **ERRORS},
     openapi_extra=IMAGE_BODY,
 )
-async def segment(request: Request, model: ModelQuery = None, resolution: ResolutionQuery = None) -> Response:
-    return await _serve(request, "segment", model, resolution)
+async def segment(
+    request: Request,
+    model: ModelQuery = None,
+    resolution: ResolutionQuery = None,
+    matte: Annotated[bool, Query(description="person segmenter: the probability as 8-bit grey, not the mask")] = False,
+) -> Response:
+    def options_for(task: Task) -> dict[str, Any]:
+        _only_for(task, "person_segment", matte=matte)
+        return {"matte": matte} if task.name == "person_segment" else {}
+
+    return await _serve(request, "segment", model, resolution, options_for)

@@ -16,7 +16,7 @@ from .metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, Metrics
 from .registry import ModelState, Status
 from .responses import JsonResponse
 from .schemas import ErrorBody, Health, ModelInfo, ModelList, Tradeoffs
-from .tasks import TASKS
+from .tasks import TASKS, default_task
 from .tradeoffs import PROFILE_NAME
 
 router = APIRouter()
@@ -56,7 +56,11 @@ def _model_info(core: Core, state: ModelState) -> dict[str, object]:
         "error": state.error,
         "store_intact": state.store_intact,
         "store_problem": state.store_problem,
-        "default_for": [f"/{task.name}" for task in TASKS.values() if defaults[task.default] == state.name],
+        "default_for": [
+            f"/{task.route}"
+            for task in TASKS.values()
+            if defaults[task.default] == state.name and default_task(task.route, defaults) is task
+        ],
         "batching": core.settings.batching_for(state.name).model_dump() if loaded else None,
         "manifest": state.variant.manifest if state.variant else None,
     }

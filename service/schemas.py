@@ -45,23 +45,40 @@ class EmbedResponse(BaseModel):
     results: list[EmbedResult]
 
 
+class Keypoint(BaseModel):
+    name: str = Field(examples=["right_eye"], description="MediaPipe's face keypoint: the person's right eye first")
+    x: float = Field(description="original-image pixels")
+    y: float
+
+
 class Detection(BaseModel):
     class_id: int = Field(examples=[12])
     label: str = Field(examples=["dog"])
-    score: float = Field(description="mean softmax probability of the class over the region")
-    box: list[int] = Field(description="[x0, y0, x1, y1] in original-image pixels; x1, y1 exclusive")
-    area: int = Field(description="region size in original-image pixels")
+    score: float = Field(
+        description="mask_regions: mean softmax probability of the class over the region; ssd: the box's sigmoid score"
+    )
+    box: list[float] = Field(
+        description="[x0, y0, x1, y1] in original-image pixels, within the image; integers with x1, y1 exclusive "
+        "for mask_regions, fractional for ssd"
+    )
+    area: int | None = Field(default=None, description="mask_regions: region size in original-image pixels")
+    keypoints: list[Keypoint] | None = Field(default=None, description="ssd: the 6 face keypoints")
 
 
 class DetectResult(BaseModel):
     width: int
     height: int
-    detections: list[Detection]
+    detections: list[Detection] = Field(description="best first; empty when nothing is found")
 
 
 class DetectResponse(BaseModel):
     model: str
     resolution: int
+    method: str = Field(
+        description="`mask_regions`: connected regions of a segmentation mask; `ssd`: a single-shot detector's "
+        "anchors, decoding and weighted non-maximum suppression",
+        examples=["ssd"],
+    )
     results: list[DetectResult]
 
 
@@ -83,6 +100,8 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     default_model: str | None
     default_segmentation_model: str | None
+    default_face_detection_model: str | None
+    default_person_segmentation_model: str | None
     models: list[ModelInfo]
 
 

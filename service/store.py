@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from .preprocess import PreprocessSpec
+from .ssd import DetectorSpec, parse_detector
 from .tasks import MANIFEST_TASKS
 
 log = logging.getLogger("mobilenet_serve.store")
 
 # Directories of the store that hold no variant (see model_store/README.md).
 NON_VARIANT_DIRS = {"sources", "build", "__pycache__"}
-CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none"}
+CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none", "letterbox"}
 
 
 class StoreError(Exception):
@@ -40,6 +41,7 @@ class Variant:
     sha256: str
     macs: int | None  # multiply-adds of one image at the native resolution, where the manifest states them
     manifest: dict[str, Any] = field(repr=False, compare=False)
+    detector: DetectorSpec | None = field(default=None, repr=False, compare=False)  # an SSD head's decoding
 
     def macs_at(self, resolution: int) -> int | None:
         """Multiply-adds of one image at `resolution`: a convolutional network's cost grows with the input's area."""
@@ -125,6 +127,9 @@ def _variant_from_manifest(directory: Path, manifest: dict[str, Any]) -> Variant
     if len(labels) != int(manifest["num_classes"]):
         raise ValueError(f"{labels_path.name} has {len(labels)} lines, num_classes is {manifest['num_classes']}")
     strides = manifest.get("feature_strides")
+    detector = None if manifest.get("detector") is None else parse_detector(manifest["detector"])
+    if "face_detect" in tasks and detector is None:
+        raise ValueError("a face_detect variant needs its detector section")
     return Variant(
         name=manifest["name"],
         directory=directory,
@@ -141,6 +146,7 @@ def _variant_from_manifest(directory: Path, manifest: dict[str, Any]) -> Variant
         sha256=str(manifest["sha256"]).lower(),
         macs=None if manifest.get("macs") is None else int(manifest["macs"]),
         manifest=manifest,
+        detector=detector,
     )
 
 

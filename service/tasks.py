@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .postprocess import Encoded, encode_backbone, encode_classify, encode_detect, encode_embed, encode_segment
+from .postprocess_people import encode_face_detect, encode_person_segment
 
 if TYPE_CHECKING:
     from .store import Variant
@@ -50,6 +51,11 @@ class Task:
     encode_off_loop: bool = False
     max_images: int | None = None
     v2_outputs: Callable[[Variant], dict[str, OutputSpec]] | None = None
+    endpoint: str | None = None  # the REST route that serves it, where it is not the task's own name
+
+    @property
+    def route(self) -> str:
+        return self.endpoint or self.name
 
 
 def image_size(variant: Variant) -> int:
@@ -76,10 +82,30 @@ def _segment_outputs(variant: Variant) -> dict[str, OutputSpec]:
     return {"seg_logits": OutputSpec((len(variant.labels), size, size), "seg_logits")}
 
 
+def _face_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    boxes = variant.detector.decode.num_boxes if variant.detector is not None else -1
+    coords = variant.detector.decode.num_coords if variant.detector is not None else -1
+    return {
+        "regressors": OutputSpec((boxes, coords), "regressors"),
+        "classificators": OutputSpec((boxes, 1), "classificators"),
+    }
+
+
+def _person_outputs(variant: Variant) -> dict[str, OutputSpec]:
+    size = image_size(variant)
+    return {"person_probability": OutputSpec((1, size, size), "person_probability")}
+
+
 PROBABILITIES = "probabilities"
 DEFAULTS = {
     "default_model": DefaultRule(needs="classify", label_space=IMAGENET, preferred=None),
     "default_segmentation_model": DefaultRule(needs="segment", label_space=None, preferred="deeplabv3_mnv2_pascal"),
+    "default_face_detection_model": DefaultRule(
+        needs="face_detect", label_space=None, preferred="blazeface_short_range"
+    ),
+    "default_person_segmentation_model": DefaultRule(
+        needs="person_segment", label_space=None, preferred="selfie_segmentation"
+    ),
 }
 TASKS: dict[str, Task] = {
     task.name: task
@@ -95,12 +121,37 @@ TASKS: dict[str, Task] = {
             "segment", "segment", ("seg_logits",), "default_segmentation_model",
             encode_segment, encode_off_loop=True, max_images=1, v2_outputs=_segment_outputs,
         ),
+        Task(
+            "face_detect", "face_detect", ("regressors", "classificators"), "default_face_detection_model",
+            encode_face_detect, v2_outputs=_face_outputs, endpoint="detect",
+        ),
+        Task(
+            "person_segment", "person_segment", ("person_probability",), "default_person_segmentation_model",
+            encode_person_segment, encode_off_loop=True, max_images=1, v2_outputs=_person_outputs, endpoint="segment",
+        ),
     )
 }  # fmt: skip
 # The tasks a manifest may list: the ones that name their own outputs.
 MANIFEST_TASKS = frozenset(task.needs for task in TASKS.values())
 # Every ONNX Runtime output in one fixed order, so that V2 requests batch with the REST requests that ask for the same.
 OUTPUT_ORDER = tuple(dict.fromkeys(name for task in TASKS.values() for name in task.outputs))
+
+
+def endpoint_tasks(endpoint: str) -> tuple[Task, ...]:
+    """The tasks a REST route serves, its own first (the one a request naming no model gets)."""
+    return tuple(task for task in TASKS.values() if task.route == endpoint)
+
+
+def default_task(endpoint: str, defaults: dict[str, str | None]) -> Task:
+    """The task a request to `endpoint` naming no model runs: the first of the route's tasks with a default model."""
+    tasks = endpoint_tasks(endpoint)
+    return next((task for task in tasks if defaults.get(task.default) is not None), tasks[0])
+
+
+def task_for(endpoint: str, variant: Variant) -> Task:
+    """The task of `endpoint` that `variant` offers; the route's own when it offers none (the caller refuses it)."""
+    tasks = endpoint_tasks(endpoint)
+    return next((task for task in tasks if task.needs in variant.tasks), tasks[0])
 
 
 def outputs_for(manifest_task: str) -> tuple[str, ...]:

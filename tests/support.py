@@ -25,7 +25,9 @@ STORE = harness.STORE
 DATA = REPO / "tests" / "data"
 IMAGES = DATA / "images"
 # Every committed image, named: a file left in the folder (an example's output) changes no test.
-COMMITTED_IMAGES = [*PHOTOS_OF_GOLDEN, "bird_segmentation_mask.png", "dog_segmentation_mask.png"]
+COMMITTED_IMAGES = [
+    *PHOTOS_OF_GOLDEN, "bird_segmentation_mask.png", "dog_segmentation_mask.png", "face.jpg", "kite_and_cold.jpg"
+]  # fmt: skip
 # Eight photos of different subjects, in a fixed order, for tests that need several distinct images.
 PHOTOS = ["cat.png", "parrot.jpg", "hot_dog.jpg", "owl.jpg", "pets.jpg", "bird.png", "sunflower.png", "dragonfly.png"]
 
@@ -33,6 +35,9 @@ TV_FP32 = "mobilenet_v2_1.0_224_tv"
 TV_INT8 = "mobilenet_v2_1.0_224_tv_int8"
 V1 = "mobilenet_v1_1.0_224"
 V1_SMALL = "mobilenet_v1_0.25_128"
+FACE_SHORT = "blazeface_short_range"
+FACE_FULL = "blazeface_full_range"
+SELFIE = "selfie_segmentation"
 DEEPLAB = "deeplabv3_mnv2_pascal"
 DEEPLAB_SMALL = "deeplabv3_mnv2_dm05_pascal"
 

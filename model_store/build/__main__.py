@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import tflite_variants
+from . import mediapipe_variants, tflite_variants
 
 STORE = Path(__file__).resolve().parent.parent
 
@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true", help="only the TFLite-derived variants")
     args = parser.parse_args()
     tflite_variants.build(args.store)
+    mediapipe_variants.build(args.store)
     if args.skip_torch:
         return
     # torch is a heavy, build-only dependency: imported only when its variants are rebuilt.

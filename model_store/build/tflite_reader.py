@@ -19,7 +19,16 @@ _DTYPES = {
     tflite.TensorType.UINT8: np.uint8,
     tflite.TensorType.INT64: np.int64,
     tflite.TensorType.INT8: np.int8,
+    tflite.TensorType.FLOAT16: np.float16,
 }
+_INDEX_VECTORS = {
+    tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+    tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+    tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector,
+}
+# MediaPipe's transposed convolution with bias: its options are TfLiteTransposeConvParams' raw bytes.
+CUSTOM_TRANSPOSE_CONV = "Convolution2DTransposeBias"
+_TFLITE_PADDING_ENUM = {1: "SAME", 2: "VALID"}
 
 _ACTIVATIONS = {
     tflite.ActivationFunctionType.NONE: None,
@@ -99,6 +108,16 @@ def _options(kind: str, op: Any) -> dict[str, Any]:
             "kernel": (opt.FilterHeight(), opt.FilterWidth()),
             "activation": _ACTIVATIONS[opt.FusedActivationFunction()],
         }
+    if kind == "MAX_POOL_2D":
+        return _options("AVERAGE_POOL_2D", op)
+    if kind == "MUL":
+        opt = tflite.MulOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
+    if kind == "DEPTH_TO_SPACE":
+        opt = tflite.DepthToSpaceOptions()
+        opt.Init(table.Bytes, table.Pos)
+        return {"block_size": opt.BlockSize()}
     if kind == "ADD":
         opt = tflite.AddOptions()
         opt.Init(table.Bytes, table.Pos)
@@ -122,6 +141,42 @@ def _options(kind: str, op: Any) -> dict[str, Any]:
     return {}
 
 
+def _custom_options(kind: str, op: Any) -> dict[str, Any]:
+    if kind != CUSTOM_TRANSPOSE_CONV:
+        return {}
+    padding, stride_w, stride_h = (int(v) for v in np.frombuffer(op.CustomOptionsAsNumpy().tobytes(), np.int32)[:3])
+    return {"padding": _TFLITE_PADDING_ENUM[padding], "strides": (stride_h, stride_w)}
+
+
+def _index_vector(table: Any, kind: int) -> np.ndarray:
+    vector = _INDEX_VECTORS[kind]()
+    vector.Init(table.Bytes, table.Pos)
+    return vector.ValuesAsNumpy().astype(np.int64)
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Any) -> np.ndarray:
+    """A sparse constant (TFLite's DENSIFY input) as a dense array.
+
+    Only the layout the MediaPipe detectors use: dimensions in order, no blocks, every dimension dense
+    but the last, which is CSR (a segment per row of the dense ones, the column of each stored value).
+    """
+    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()]
+    dims = [sparsity.DimMetadata(i) for i in range(sparsity.DimMetadataLength())]
+    layout = [d.Format() for d in dims]
+    if order != list(range(len(shape))) or sparsity.BlockMapLength() or layout != [0] * (len(shape) - 1) + [1]:
+        raise ValueError(f"sparse layout {layout} (order {order}) is not supported; only rows of CSR columns")
+    last = dims[-1]
+    segments = _index_vector(last.ArraySegments(), last.ArraySegmentsType())
+    columns = _index_vector(last.ArrayIndices(), last.ArrayIndicesType())
+    rows = int(np.prod(shape[:-1]))
+    if segments.size != rows + 1 or columns.size != values.size:
+        raise ValueError(f"sparse tensor of {values.size} values does not fit {rows} rows of shape {shape}")
+    dense = np.zeros((rows, shape[-1]), dtype=values.dtype)
+    row_of_value = np.repeat(np.arange(rows), np.diff(segments))
+    dense[row_of_value, columns] = values
+    return dense.reshape(shape)
+
+
 def read(path: Path) -> Graph:
     model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
     if model.SubgraphsLength() != 1:
@@ -135,19 +190,23 @@ def read(path: Path) -> Graph:
         shape = tuple(int(d) for d in raw.ShapeAsNumpy()) if raw.ShapeLength() else ()
         data = None
         if buffer is not None and buffer.DataLength():
-            data = np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype=dtype).reshape(shape)
+            data = np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype=dtype)
+            sparsity = raw.Sparsity()
+            data = data.reshape(shape) if sparsity is None else densify(data, shape, sparsity)
         tensors.append(Tensor(i, raw.Name().decode(), shape, dtype, _quant(raw.Quantization()), data))
     ops = []
     for i in range(graph.OperatorsLength()):
         raw = graph.Operators(i)
         code = model.OperatorCodes(raw.OpcodeIndex())
-        kind = opcode2name(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = builtin == tflite.BuiltinOperator.CUSTOM
+        kind = code.CustomCode().decode() if custom else opcode2name(builtin)
         ops.append(
             Op(
                 kind=kind,
                 inputs=[int(x) for x in raw.InputsAsNumpy()],
                 outputs=[int(x) for x in raw.OutputsAsNumpy()],
-                options=_options(kind, raw),
+                options=_custom_options(kind, raw) if custom else _options(kind, raw),
             )
         )
     return Graph(

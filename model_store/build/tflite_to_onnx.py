@@ -1,12 +1,15 @@
-"""Convert quantized TFLite graphs (NHWC, uint8/int8) into ONNX QDQ graphs (NCHW, float edges).
+"""Convert TFLite graphs (NHWC) into ONNX graphs (NCHW, float edges): quantized ones as QDQ, float ones as float.
 
 Weights stay integer behind DequantizeLinear; every activation the TFLite graph quantizes
 gets a QuantizeLinear/DequantizeLinear pair with the same scale and zero point, so ONNX
 Runtime fuses the pattern back into integer kernels and reproduces TFLite's arithmetic up
-to rounding. Spatial sizes are kept symbolic: pooling over the whole map becomes
-GlobalAveragePool and resize targets are read from the shapes of live tensors.
+to rounding. Float graphs with fp16 weights (MediaPipe's) keep them fp16 behind a Cast, which
+ONNX Runtime folds at load, as TFLite dequantizes them once at load. Spatial sizes are kept
+symbolic: pooling over the whole map becomes GlobalAveragePool and resize targets are read
+from the shapes of live tensors.
 
-Covers the ops these MobileNet, iNaturalist and DeepLab graphs use; anything else fails loudly.
+Covers the ops these MobileNet, iNaturalist, DeepLab and MediaPipe graphs use (the float graphs'
+own ops are in tflite_float_ops.py); anything else fails loudly.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import tflite_float_ops
 from .tflite_reader import Graph, Op, Quant, Tensor
 
 OPSET = 17
@@ -97,6 +101,14 @@ class OnnxBuilder:
         q = self.node("QuantizeLinear", [value, scale, zero], f"{hint}_q")
         return self.node("DequantizeLinear", [q, scale, zero], f"{hint}_dq")
 
+    def float_const(self, data: np.ndarray, hint: str) -> str:
+        """A float weight: fp16 stays fp16 in the file, behind a Cast to float32."""
+        if data.dtype == np.float16:
+            return self.node(
+                "Cast", [self.const(np.ascontiguousarray(data), f"{hint}_fp16")], hint, to=TensorProto.FLOAT
+            )
+        return self.const(np.ascontiguousarray(data, dtype=np.float32), hint)
+
     def dequantized_const(self, data: np.ndarray, quant: Quant, axis: int, hint: str) -> str:
         """An integer initializer behind DequantizeLinear (per-tensor or per-channel on `axis`)."""
         zeros = quant.zero_point
@@ -124,9 +136,27 @@ class _Importer:
         self.prefix = prefix
         self.image = image
         self.out = Imported(values={}, shapes={}, produced=[])
+        # Constants that ops (DEQUANTIZE, DENSIFY) made from stored ones, by TFLite tensor index.
+        self.constants: dict[int, np.ndarray] = {}
 
     def tensor(self, index: int) -> Tensor:
         return self.g.tensors[index]
+
+    def constant(self, index: int) -> np.ndarray:
+        """A constant's values: stored in the file, or made at load time from stored ones."""
+        data = self.tensor(index).data
+        if data is None:
+            data = self.constants.get(index)
+        if data is None:
+            raise ValueError(f"tensor {self.tensor(index).name} is not a constant")
+        return data
+
+    def weight(self, index: int, data: np.ndarray, axis: int) -> str:
+        """Tensor `index`'s values, laid out as `data`, as an ONNX weight (quantized or float)."""
+        quant = self.tensor(index).quant
+        if quant is not None:
+            return self.b.dequantized_const(data, quant, axis, self.hint(index))
+        return self.b.float_const(data, self.hint(index))
 
     def hint(self, index: int) -> str:
         return f"{self.prefix}t{index}"
@@ -141,27 +171,28 @@ class _Importer:
         elif activation is not None:
             raise ValueError(f"unsupported fused activation {activation}")
         tensor = self.tensor(index)
-        if tensor.quant is None:
-            raise ValueError(f"tensor {tensor.name} is not quantized; only quantized graphs are supported")
-        self.out.values[index] = self.b.qdq(value, tensor.quant, tensor.dtype, self.hint(index))
+        if tensor.quant is not None:
+            value = self.b.qdq(value, tensor.quant, tensor.dtype, self.hint(index))
+        elif tensor.dtype != np.float32:
+            raise ValueError(f"tensor {tensor.name} is {np.dtype(tensor.dtype).name} but not quantized")
+        self.out.values[index] = value
         self.out.shapes[index] = tensor.shape
         self.out.produced.append(index)
 
     def bias(self, index: int) -> str:
-        tensor = self.tensor(index)
-        return self.b.dequantized_const(tensor.data, tensor.quant, 0, self.hint(index))
+        return self.weight(index, self.constant(index), 0)
 
     def conv(self, op: Op, depthwise: bool) -> None:
         x = self.out.values[op.inputs[0]]
-        w = self.tensor(op.inputs[1])
+        w = self.constant(op.inputs[1])
         if depthwise:
             # TFLite [1, KH, KW, C*M] -> ONNX [C*M, 1, KH, KW], one group per input channel.
-            data = w.data.transpose(3, 0, 1, 2)
+            data = w.transpose(3, 0, 1, 2)
             group = self.tensor(op.inputs[0]).shape[3]
         else:
-            data = w.data.transpose(0, 3, 1, 2)
+            data = w.transpose(0, 3, 1, 2)
             group = 1
-        weight = self.b.dequantized_const(data, w.quant, 0, self.hint(op.inputs[1]))
+        weight = self.weight(op.inputs[1], data, 0)
         o = op.options
         y = self.b.node(
             "Conv",
@@ -204,8 +235,11 @@ class _Importer:
 
     def reshape(self, op: Op) -> None:
         target = self.tensor(op.outputs[0]).shape
+        if len(target) == 3 and len(self.tensor(op.inputs[0]).shape) == 4:
+            tflite_float_ops.reshape_to_rows(self, op)
+            return
         if len(target) != 2:
-            raise ValueError(f"RESHAPE to {target} is not supported (only to [N, C])")
+            raise ValueError(f"RESHAPE to {target} is not supported (only to [N, C] or from NHWC to [N, rows, K])")
         y = self.b.node("Flatten", [self.out.values[op.inputs[0]]], self.hint(op.outputs[0]), axis=1)
         self.emit_output(y, op.outputs[0], None)
 
@@ -213,8 +247,7 @@ class _Importer:
         x = self.out.values[op.inputs[0]]
         if len(self.tensor(op.inputs[0]).shape) != 2:
             x = self.b.node("Flatten", [x], f"{self.hint(op.outputs[0])}_in", axis=1)
-        w = self.tensor(op.inputs[1])
-        weight = self.b.dequantized_const(w.data, w.quant, 0, self.hint(op.inputs[1]))
+        weight = self.weight(op.inputs[1], self.constant(op.inputs[1]), 0)
         y = self.b.node("Gemm", [x, weight, self.bias(op.inputs[2])], self.hint(op.outputs[0]), transB=1)
         self.emit_output(y, op.outputs[0], op.options["activation"])
 
@@ -268,7 +301,11 @@ class _Importer:
         for index in self.g.inputs:
             if index not in bound:
                 tensor = self.tensor(index)
-                self.out.values[index] = self.b.qdq(self.image, tensor.quant, tensor.dtype, self.hint(index))
+                self.out.values[index] = (
+                    self.image
+                    if tensor.quant is None
+                    else self.b.qdq(self.image, tensor.quant, tensor.dtype, self.hint(index))
+                )
             self.out.shapes[index] = self.tensor(index).shape
         handlers = {
             "CONV_2D": lambda op: self.conv(op, depthwise=False),
@@ -281,6 +318,7 @@ class _Importer:
             "CONCATENATION": self.concatenation,
             "RESIZE_BILINEAR": self.resize_bilinear,
             "QUANTIZE": self.quantize,
+            **tflite_float_ops.handlers(self),
         }
         for op in self.g.ops:
             if op.kind in _TERMINAL:

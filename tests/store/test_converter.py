@@ -18,23 +18,24 @@ def _tensor(index: int, shape: tuple[int, ...]) -> Tensor:
 def test_unsupported_op_is_refused_by_name() -> None:
     graph = Graph(
         tensors=[_tensor(0, (1, 8, 8, 3)), _tensor(1, (1, 8, 8, 3))],
-        ops=[Op("MUL", [0, 0], [1])],
+        ops=[Op("SQUARED_DIFFERENCE", [0, 0], [1])],
         inputs=[0],
         outputs=[1],
     )
-    with pytest.raises(ValueError, match="MUL is not supported"):
+    with pytest.raises(ValueError, match="SQUARED_DIFFERENCE is not supported"):
         import_graph(OnnxBuilder(), graph, "x_", "image")
 
 
-def test_float_tensors_are_refused() -> None:
-    float_out = Tensor(1, "f", (1, 8, 8, 3), np.float32, None, None)
+def test_integer_tensors_without_quantization_are_refused() -> None:
+    """Float tensors pass as float (MediaPipe's graphs); an integer one without scale and zero point has no meaning."""
+    int_out = Tensor(1, "i", (1, 8, 8, 3), np.int8, None, None)
     graph = Graph(
-        tensors=[_tensor(0, (1, 8, 8, 3)), float_out],
+        tensors=[_tensor(0, (1, 8, 8, 3)), int_out],
         ops=[Op("ADD", [0, 0], [1], {"activation": None})],
         inputs=[0],
         outputs=[1],
     )
-    with pytest.raises(ValueError, match="not quantized"):
+    with pytest.raises(ValueError, match="int8 but not quantized"):
         import_graph(OnnxBuilder(), graph, "x_", "image")
 
 

@@ -1,0 +1,199 @@
+"""/detect with the BlazeFace detectors and /segment with the selfie segmenter, over HTTP on a server of their own.
+
+The faces are the committed photos' (face.jpg: two people; grace_hopper.png: one); photos without a face, tiny
+and huge images and extreme aspect ratios must answer 200 with what is there, or an empty list.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from harness import ServerProcess, running_server
+from PIL import Image
+from support import DEEPLAB_SMALL, FACE_FULL, FACE_SHORT, IMAGES, SELFIE, encode, image_bytes
+
+MODELS = [FACE_SHORT, FACE_FULL, SELFIE, DEEPLAB_SMALL]
+KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
+
+
+@pytest.fixture(scope="module")
+def faces_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    config = {"models": MODELS, "intra_op_threads": 2, "max_image_pixels": 30_000_000, "calibration_seconds": 0}
+    with running_server(tmp_path_factory.mktemp("faces"), config) as process:
+        yield process
+
+
+@pytest.fixture()
+def http(faces_server: ServerProcess) -> Iterator[httpx.Client]:
+    with faces_server.client() as client:
+        yield client
+
+
+def post(http: httpx.Client, path: str, data: bytes, **params: object) -> httpx.Response:
+    return http.post(path, params=params, content=data, headers={"Content-Type": "application/octet-stream"})
+
+
+def faces(http: httpx.Client, data: bytes, **params: object) -> dict:
+    response = post(http, "/detect", data, **params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["method"] == "ssd"
+    return body["results"][0]
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize(
+    ("model", "photo", "count"),
+    [(FACE_SHORT, "face.jpg", 2), (FACE_SHORT, "grace_hopper.png", 1), (FACE_FULL, "grace_hopper.png", 1)],
+)
+def test_faces_with_boxes_scores_and_keypoints(http: httpx.Client, model: str, photo: str, count: int) -> None:
+    result = faces(http, image_bytes(photo), model=model)
+    width, height = Image.open(IMAGES / photo).size
+    assert (result["width"], result["height"]) == (width, height)
+    found = result["detections"]
+    assert len(found) == count
+    assert [d["score"] for d in found] == sorted((d["score"] for d in found), reverse=True)
+    for detection in found:
+        assert detection["label"] == "face" and detection["score"] >= 0.5
+        x0, y0, x1, y1 = detection["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert [k["name"] for k in detection["keypoints"]] == KEYPOINTS
+        eyes_nose_mouth = detection["keypoints"][:4]
+        assert all(x0 <= k["x"] <= x1 and y0 <= k["y"] <= y1 for k in eyes_nose_mouth)
+        right_eye, left_eye = detection["keypoints"][:2]
+        # The person's right eye is on the left of the photo.
+        assert right_eye["x"] < left_eye["x"]
+
+
+def test_grace_hoppers_face_is_where_her_face_is(http: httpx.Client) -> None:
+    """A box measured by eye on the 512x600 photo: her face spans about x 190-360, y 140-350."""
+    box = faces(http, image_bytes("grace_hopper.png"), model=FACE_SHORT)["detections"][0]["box"]
+    assert iou(box, [190, 140, 360, 350]) > 0.6, box
+
+
+@pytest.mark.parametrize("photo", ["parrot.jpg", "cat.png", "kite_and_cold.jpg"])
+def test_no_face_is_an_empty_list(http: httpx.Client, photo: str) -> None:
+    assert faces(http, image_bytes(photo), model=FACE_SHORT)["detections"] == []
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3000), (3000, 3), (16, 9), (6000, 200), (200, 6000)])
+def test_tiny_huge_and_extreme_images_answer(http: httpx.Client, size: tuple[int, int]) -> None:
+    data = encode(Image.new("RGB", size, (128, 120, 110)), "PNG")
+    for model in (FACE_SHORT, FACE_FULL):
+        result = faces(http, data, model=model)
+        assert (result["width"], result["height"]) == size
+        assert result["detections"] == []
+
+
+def _face_crop() -> tuple[Image.Image, list[float]]:
+    """Grace Hopper's face and a margin, and the face's box in that crop."""
+    photo = Image.open(IMAGES / "grace_hopper.png").convert("RGB")
+    return photo.crop((150, 100, 400, 390)), [40.0, 40.0, 210.0, 250.0]
+
+
+@pytest.mark.parametrize(("canvas", "offset"), [((750, 290), (500, 0)), ((250, 870), (0, 580)), ((1000, 290), (0, 0))])
+def test_letterbox_maps_boxes_back_at_extreme_aspect_ratios(
+    http: httpx.Client, canvas: tuple[int, int], offset: tuple[int, int]
+) -> None:
+    """The same face at the far end of a wide or tall image: its box moves with it, through the letterbox."""
+    crop, _ = _face_crop()
+    alone = faces(http, encode(crop, "PNG"), model=FACE_SHORT)["detections"]
+    assert len(alone) == 1
+    image = Image.new("RGB", canvas, (90, 90, 90))
+    image.paste(crop, offset)
+    found = faces(http, encode(image, "PNG"), model=FACE_SHORT)["detections"]
+    assert len(found) == 1
+    expected = [alone[0]["box"][0] + offset[0], alone[0]["box"][1] + offset[1]]
+    expected += [alone[0]["box"][2] + offset[0], alone[0]["box"][3] + offset[1]]
+    assert iou(found[0]["box"], expected) >= 0.85, (found[0]["box"], expected)
+    # A third of the pixels: the keypoints move by up to a tenth of the face's width.
+    nose, tolerance = found[0]["keypoints"][2], 0.1 * (expected[2] - expected[0])
+    assert abs(nose["x"] - (alone[0]["keypoints"][2]["x"] + offset[0])) < tolerance
+    assert abs(nose["y"] - (alone[0]["keypoints"][2]["y"] + offset[1])) < tolerance
+
+
+def test_several_images_batch_and_keep_their_order(http: httpx.Client) -> None:
+    names = ["face.jpg", "parrot.jpg", "grace_hopper.png"]
+    files = [("file", (name, image_bytes(name))) for name in names]
+    response = http.post("/detect", params={"model": FACE_SHORT}, files=files)
+    assert response.status_code == 200, response.text
+    together = response.json()["results"]
+    assert [len(r["detections"]) for r in together] == [2, 0, 1]
+    for name, result in zip(names, together, strict=True):
+        assert result == faces(http, image_bytes(name), model=FACE_SHORT)
+
+
+def test_min_score_keeps_more_or_fewer_faces(http: httpx.Client) -> None:
+    data = image_bytes("face.jpg")
+    default = faces(http, data, model=FACE_FULL)["detections"]
+    strict = faces(http, data, model=FACE_FULL, min_score=0.9)["detections"]
+    loose = faces(http, data, model=FACE_FULL, min_score=0.3)["detections"]
+    assert len(strict) < len(default) <= len(loose)
+    assert all(d["score"] >= 0.9 for d in strict)
+
+
+def test_deeplab_detect_says_its_method(http: httpx.Client) -> None:
+    response = post(http, "/detect", image_bytes("pets.jpg"), model=DEEPLAB_SMALL)
+    assert response.status_code == 200
+    assert response.json()["method"] == "mask_regions"
+
+
+def test_person_mask_at_the_original_size(http: httpx.Client) -> None:
+    response = post(http, "/segment", image_bytes("face.jpg"), model=SELFIE)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-mask"] == "person"
+    mask = Image.open(io.BytesIO(response.content))
+    assert mask.mode == "P" and mask.size == Image.open(IMAGES / "face.jpg").size
+    values = np.asarray(mask)
+    assert set(np.unique(values)) == {0, 1}
+    assert 0.2 < values.mean() < 0.9  # two people fill much of the photo, not all of it
+
+
+def test_matte_is_the_probability_and_agrees_with_the_mask(http: httpx.Client) -> None:
+    data = image_bytes("kite_and_cold.jpg")
+    mask = np.asarray(Image.open(io.BytesIO(post(http, "/segment", data, model=SELFIE).content)))
+    response = post(http, "/segment", data, model=SELFIE, matte="true")
+    assert response.headers["x-mask"] == "matte"
+    matte = Image.open(io.BytesIO(response.content))
+    assert matte.mode == "L" and matte.size == (1352, 900)
+    alpha = np.asarray(matte)
+    assert alpha.min() < 10 and alpha.max() > 245
+    assert ((alpha > 127) == (mask == 1)).mean() >= 0.999
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "fragment"),
+    [
+        ("/detect", {"model": DEEPLAB_SMALL, "min_score": 0.5}, 422, "min_score"),
+        ("/detect", {"model": FACE_SHORT, "min_area": 0.01}, 422, "min_area"),
+        ("/segment", {"model": DEEPLAB_SMALL, "matte": "true"}, 422, "matte"),
+        ("/segment", {"model": FACE_SHORT}, 400, "does not support segment"),
+        ("/detect", {"model": SELFIE}, 400, "does not support detect"),
+        ("/detect", {"model": FACE_SHORT, "min_score": 1.5}, 422, ""),
+    ],
+)
+def test_parameters_of_the_other_method_are_refused(
+    http: httpx.Client, path: str, params: dict, status: int, fragment: str
+) -> None:
+    response = post(http, path, image_bytes("face.jpg"), **params)
+    assert response.status_code == status, response.text
+    assert fragment in response.text
+
+
+def test_models_list_names_the_new_defaults(http: httpx.Client) -> None:
+    body = http.get("/v1/models").json()
+    assert body["default_face_detection_model"] == FACE_SHORT
+    assert body["default_person_segmentation_model"] == SELFIE
+    default_for = {m["name"]: m["default_for"] for m in body["models"] if m["loaded"]}
+    # /detect and /segment without a model stay DeepLab's.
+    assert default_for[DEEPLAB_SMALL] == ["/detect", "/segment"]
+    assert default_for[FACE_SHORT] == [] and default_for[SELFIE] == []
