@@ -14,6 +14,7 @@ from . import __version__, rest, rest_status, v2, web
 from .config import Settings
 from .core import Core
 from .error_handlers import ErrorFormats, install_error_handlers
+from .grpc import GrpcServer
 from .heap_trim import PeriodicTrim
 from .metrics import Metrics
 from .middleware import UNAUTHENTICATED_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
@@ -36,9 +37,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = Registry(settings, metrics)
     core = Core(settings, registry)
     repository = Repository(registry, metrics, settings.model_control_mode)
+    grpc_server = None
+    if settings.grpc_port:
+        keys = (_secret(settings.api_key), _secret(settings.admin_api_key))
+        grpc_server = GrpcServer(settings, core, repository, metrics, *keys)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # On the same loop, sharing the core: gRPC answers ServerLive at once and ServerReady once loaded.
+        if grpc_server is not None:
+            await grpc_server.start()
         # Loading runs beside the server so /healthz answers and /readyz says 503 until models are warm.
         loading = asyncio.create_task(registry.load(), name="load-models")
         loading.add_done_callback(_report_crash)
@@ -53,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # HTTP has drained by now (uvicorn stops it before the lifespan ends): gRPC's calls in flight finish too.
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_seconds)
             for task in (loading, watching, polling):
                 if not task.done():
                     task.cancel()

@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--grpc-port", type=int, help="port of the gRPC Open Inference Protocol (default 8001; 0: off)")
     parser.add_argument("--store", type=Path, help="model store directory (default: the bundled model_store/)")
     parser.add_argument("--config", type=Path, help="YAML settings file")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # The Open Inference Protocol over gRPC (service/grpc) on this port of the same host, as Triton's 8001; 0: off.
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
     store: Path = DEFAULT_STORE
     config: Path | None = None
     default_model: str = PREFERRED_DEFAULT_MODEL

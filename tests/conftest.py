@@ -5,12 +5,17 @@ Tests that need other settings start a server of their own with harness.start_se
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from harness import ServerProcess, running_server
+from harness import ServerProcess, free_port, running_server
 from support import DEEPLAB, TV_FP32, TV_INT8, V1
+
+# Apps built in this process (TestClient) serve no gRPC: each would claim port 8001, and test runs side by side
+# would fight over it. Servers of their own (harness.start_server) are told the same in their config.
+os.environ.setdefault("MOBILENET_GRPC_PORT", "0")
 
 # Only what the tests need, so start-up stays quick on two cores.
 SERVER_MODELS = [TV_FP32, TV_INT8, V1, DEEPLAB]
@@ -19,6 +24,8 @@ SERVER_CONFIG = {
     "max_body_bytes": 4 * 1024 * 1024,
     "max_image_pixels": 30_000_000,
     "intra_op_threads": 2,
+    # The gRPC tests (tests/http/test_grpc.py) use this server too, so that their answers meet REST's.
+    "grpc_port": free_port(),
     "default_batching": {"max_batch_size": 8, "max_queue_delay_ms": 20, "max_queue_size": 128, "timeout_ms": 60_000},
 }
 

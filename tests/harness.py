@@ -74,14 +74,18 @@ def start_server(
 ) -> ServerProcess:
     """Run `python -m service.cli` from `repo` with `config` as its YAML file, logging to workdir/server.log.
 
-    The port is a free one unless given. `store=None` leaves the store to the settings (the checkout's own
-    model_store/ by default). MOBILENET_* variables of this process are not passed on, so only `config` and
-    `env` configure the server.
+    The port is a free one unless given; gRPC is off unless `config` sets `grpc_port`. `store=None` leaves the
+    store to the settings (the checkout's own model_store/ by default). MOBILENET_* variables of this process are
+    not passed on, so only `config` and `env` configure the server.
     """
     # Imported here: bench/compare_peers.py imports this module only for free_port(), in a venv without PyYAML.
     import yaml
 
     workdir.mkdir(parents=True, exist_ok=True)
+    # gRPC off unless asked for: servers started one after another must not all claim port 8001. (A checkout
+    # from before gRPC, as bench/config_ab.py runs, refuses the key.)
+    if "grpc_port" in (repo / "service" / "config.py").read_text(encoding="utf-8"):
+        config = {"grpc_port": 0, **config}
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     port = port or free_port()

@@ -32,6 +32,7 @@ from service.config import Settings  # noqa: E402
 CHART_SETS = {
     "host": "MOBILENET_HOST: 0.0.0.0, so that the kubelet's probes and the Service reach the pod",
     "port": "MOBILENET_PORT from containerPort, which the probes and the Service also use",
+    "grpc_port": "MOBILENET_GRPC_PORT from grpc.port, or 0 when grpc.enabled is false",
     "config": "MOBILENET_CONFIG: the path where this very file is mounted",
     "store": "MOBILENET_STORE from modelStore, or the image's own store",
     "api_key": "MOBILENET_API_KEY from apiKey.existingSecret: a key must never land in a ConfigMap",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart import VALUE_SETS, deployment_pod, one, rendered, service_config
+from chart import VALUE_SETS, deployment_pod, install, one, rendered, service_config
 from support import REPO
 
 
@@ -116,3 +116,24 @@ def test_replicas_spread_over_nodes(value_set: str) -> None:
     assert "kubernetes.io/hostname" in {c["topologyKey"] for c in constraints}
     for constraint in constraints:
         assert constraint["labelSelector"]["matchLabels"] == selector
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "all-options"])
+def test_grpc_port_on_the_container_and_the_service(value_set: str) -> None:
+    docs = rendered(value_set)
+    grpc = VALUE_SETS[value_set].get("grpc", {}).get("port", 8001)
+    server = next(c for c in deployment_pod(docs)["containers"] if c["name"] == "server")
+    assert {"name": "grpc", "containerPort": grpc, "protocol": "TCP"} in server["ports"]
+    assert {item["name"]: item.get("value") for item in server["env"]}["MOBILENET_GRPC_PORT"] == str(grpc)
+    service = {port["name"]: port for port in one(docs, "Service")["spec"]["ports"]}
+    assert service["grpc"] == {
+        "name": "grpc", "port": grpc, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"
+    }  # fmt: skip
+
+
+def test_grpc_disabled_leaves_no_port_and_turns_the_server_off() -> None:
+    docs = tuple(install({"grpc": {"enabled": False}}))
+    server = next(c for c in deployment_pod(docs)["containers"] if c["name"] == "server")
+    assert [port["name"] for port in server["ports"]] == ["http"]
+    assert {item["name"]: item.get("value") for item in server["env"]}["MOBILENET_GRPC_PORT"] == "0"
+    assert [port["name"] for port in one(docs, "Service")["spec"]["ports"]] == ["http"]
