@@ -58,6 +58,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         {"autoscaling": {"loadMetric": {"provider": "prometheusAdapter", "metric": "requestRate"}}},
     ),
     "all-options-min-available": merged(ALL_OPTIONS, {"podDisruptionBudget": {"minAvailable": 2}}),
+    "all-options-pod-monitor": merged(ALL_OPTIONS, {"monitoring": {"serviceMonitor": {"kind": "PodMonitor"}}}),
 }
 
 EMPTY_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
@@ -78,6 +79,14 @@ def install(values: dict[str, Any]) -> list[dict[str, Any]]:
             chart, RELEASE, values, dry_run="client", namespace=NAMESPACE
         )
     return [doc for doc in yaml.safe_load_all(release["manifest"]) if doc]
+
+
+def hooks(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart's hooks (its `helm test` pod), which an install's manifest leaves out."""
+    with helm.Chart.load(CHART) as chart:
+        files = helm_config().render(chart, values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [doc for path, text in files.items() if "/templates/tests/" in path for doc in yaml.safe_load_all(text)]
+    return [doc for doc in docs if doc]
 
 
 @functools.cache

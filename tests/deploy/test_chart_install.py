@@ -41,6 +41,7 @@ def test_all_options_render_every_optional_object() -> None:
         "ConfigMap",
         "Deployment",
         "Ingress",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "PrometheusRule",
         "ScaledObject",

@@ -18,6 +18,7 @@ from kubernetes_validate import utils as kubernetes_validate_utils
 # Kinds that are not part of Kubernetes: validated against the CRD schemas.
 CRD_MODELS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring_v1.ServiceMonitor,
+    ("monitoring.coreos.com/v1", "PodMonitor"): monitoring_v1.PodMonitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring_v1.PrometheusRule,
     ("keda.sh/v1alpha1", "ScaledObject"): keda_v1alpha1.ScaledObject,
 }

@@ -120,3 +120,21 @@ or
 {{- end }}
 max by (namespace, pod, model) (mobilenet_queue_depth{ {{- join ", " $others }}}) / {{ .Values.config.default_batching.max_queue_size }} > {{ $threshold }}
 {{- end }}
+
+{{/*
+The server container's resources. With qos.guaranteed the requests are the
+limits, so the pod is in the Guaranteed QoS class; with an integer CPU count
+the kubelet's static CPU manager then gives it whole cores, which
+config.pin_instances needs to pin each instance to its own core.
+*/}}
+{{- define "mobilenet-serve.resources" -}}
+{{- if .Values.qos.guaranteed }}
+{{- $limits := required "qos.guaranteed needs resources.limits" .Values.resources.limits }}
+{{- if not (regexMatch "^[1-9][0-9]*$" (toString (required "qos.guaranteed needs resources.limits.cpu" $limits.cpu))) }}
+{{- fail "qos.guaranteed needs a whole number of CPUs in resources.limits.cpu (e.g. \"2\"), for the static CPU manager to give whole cores" }}
+{{- end }}
+{{- toYaml (dict "requests" $limits "limits" $limits) }}
+{{- else }}
+{{- toYaml .Values.resources }}
+{{- end }}
+{{- end }}
