@@ -45,7 +45,10 @@ def test_the_network_policy_admits_the_configured_callers_and_the_scrapers_only(
     callers, scrapers = policy["spec"]["ingress"]
     assert callers["from"] == ALL_OPTIONS["networkPolicy"]["from"]
     assert scrapers["from"] == ALL_OPTIONS["networkPolicy"]["metricsFrom"]
-    assert callers["ports"] == scrapers["ports"] == [{"port": "http", "protocol": "TCP"}]
+    http = {"port": "http", "protocol": "TCP"}
+    grpc = [{"port": "grpc", "protocol": "TCP"}] if ALL_OPTIONS["grpc"]["enabled"] else []
+    assert callers["ports"] == [http, *grpc]
+    assert scrapers["ports"] == [http]
     assert "NetworkPolicy" not in [doc["kind"] for doc in rendered("defaults")]
 
 
