@@ -38,15 +38,10 @@ def encode_face_detect(answer: Answer, min_score: float | None) -> Encoded:
         found = detect(result.outputs[0], result.outputs[1], spec, min_score)
         place = letterbox((width, height), answer.resolution)
         # The decoded coordinates are fractions of the input square.
-        x0, y0 = place.to_original(
-            found.boxes[:, 0] * answer.resolution, found.boxes[:, 1] * answer.resolution, (width, height)
-        )
-        x1, y1 = place.to_original(
-            found.boxes[:, 2] * answer.resolution, found.boxes[:, 3] * answer.resolution, (width, height)
-        )
-        px, py = place.to_original(
-            found.keypoints[:, :, 0] * answer.resolution, found.keypoints[:, :, 1] * answer.resolution, (width, height)
-        )
+        side = answer.resolution
+        x0, y0 = place.to_original(found.boxes[:, 0] * side, found.boxes[:, 1] * side)
+        x1, y1 = place.to_original(found.boxes[:, 2] * side, found.boxes[:, 3] * side)
+        px, py = place.to_original(found.keypoints[:, :, 0] * side, found.keypoints[:, :, 1] * side)
         detections = []
         for i in range(found.scores.size):
             box = [

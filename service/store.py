@@ -17,7 +17,7 @@ log = logging.getLogger("mobilenet_serve.store")
 
 # Directories of the store that hold no variant (see model_store/README.md).
 NON_VARIANT_DIRS = {"sources", "build", "__pycache__"}
-CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none", "letterbox"}
+CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none", "letterbox", "stretch"}
 
 
 class StoreError(Exception):

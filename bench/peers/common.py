@@ -108,35 +108,44 @@ def preprocess(data: bytes, manifest: dict[str, Any]) -> np.ndarray:
     image: Image.Image = ImageOps.exif_transpose(opened) or opened
     if image.mode != "RGB":
         image = image.convert("RGB")
-    if spec["crop"] == "letterbox":
-        return normalize(np.asarray(_letterboxed(image, resolution)), spec)
+    if spec["crop"] in ("letterbox", "stretch"):
+        return normalize(np.asarray(_mediapipe_warp(image, resolution, spec["crop"] == "letterbox")), spec)
     box = crop_box(image.size, spec, resolution)
     # One resize call with a source box crops and scales together, as the product does.
     resized = image.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box)
     return normalize(np.asarray(resized), spec)
 
 
-def _letterboxed(image: Image.Image, resolution: int) -> Image.Image:
-    """The whole image scaled to fit the square with its aspect ratio, centred on black (the face detectors)."""
+def _mediapipe_warp(image: Image.Image, resolution: int, keep_aspect: bool) -> Image.Image:
+    """MediaPipe's ImageToTensorCalculator: OpenCV's bilinear warp of the whole image onto the square (letterbox
+    with a black border, or stretched), pixel centres at their index, no smoothing."""
     width, height = image.size
-    scale = resolution / max(width, height)
-    inner = (min(resolution, max(1, round(width * scale))), min(resolution, max(1, round(height * scale))))
-    canvas = Image.new("RGB", (resolution, resolution))
-    canvas.paste(
-        image.resize(inner, Image.Resampling.BILINEAR), ((resolution - inner[0]) // 2, (resolution - inner[1]) // 2)
+    if keep_aspect:
+        side = max(width, height)
+        scale_x = scale_y = side / resolution
+        corner_x, corner_y = (width - side) / 2, (height - side) / 2
+    else:
+        scale_x, scale_y = width / resolution, height / resolution
+        corner_x = corner_y = 0.0
+    data = (scale_x, 0.0, corner_x + 0.5 - scale_x / 2, 0.0, scale_y, corner_y + 0.5 - scale_y / 2)
+    return image.transform(
+        (resolution, resolution), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
     )
-    return canvas
 
 
 def _decode_size(spec: dict[str, Any], resolution: int) -> int:
-    needed = resolution if spec["crop"] in ("none", "letterbox") else math.ceil(resolution / spec["crop_fraction"])
+    needed = (
+        resolution
+        if spec["crop"] in ("none", "letterbox", "stretch")
+        else math.ceil(resolution / spec["crop_fraction"])
+    )
     return math.ceil(needed * REDUCING_GAP)
 
 
 def crop_box(size: tuple[int, int], spec: dict[str, Any], resolution: int) -> tuple[float, float, float, float] | None:
     width, height = size
     crop, fraction = spec["crop"], float(spec["crop_fraction"])
-    if crop in ("none", "letterbox") or (crop == "central_fraction" and fraction >= 1.0):
+    if crop in ("none", "letterbox", "stretch") or (crop == "central_fraction" and fraction >= 1.0):
         return None
     if crop == "central_fraction":
         # tf.image.central_crop's integer arithmetic (TF-slim evaluation).

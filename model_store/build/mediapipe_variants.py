@@ -21,7 +21,8 @@ ORIGIN = (
 )
 GRAPHS = "MediaPipe v0.10.21 mediapipe/modules/face_detection/{name}.pbtxt and face_detection.pbtxt"
 # ImageToTensorCalculator in MediaPipe's graphs: the detectors keep the aspect ratio (letterbox, zero border)
-# into [-1, 1]; the segmenter stretches the whole image into [0, 1].
+# into [-1, 1]; the segmenter stretches the whole image into [0, 1]. Both sample as OpenCV's warp does
+# (service/preprocess.py, mediapipe_warp), so the filter is that of its bilinear warp.
 DETECTOR_PREPROCESS = {
     "crop": "letterbox",
     "crop_fraction": 1.0,
@@ -31,7 +32,7 @@ DETECTOR_PREPROCESS = {
     "layout": "NCHW",
     "color": "RGB",
 }
-SEGMENTER_PREPROCESS = {**DETECTOR_PREPROCESS, "crop": "none", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+SEGMENTER_PREPROCESS = {**DETECTOR_PREPROCESS, "crop": "stretch", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
 # MediaPipe's FaceKeyPoint order.
 FACE_KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
 

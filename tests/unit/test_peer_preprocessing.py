@@ -24,8 +24,8 @@ from service.store import parse_variant
 
 PEER_COMMON = REPO / "bench" / "peers" / "common.py"
 # One variant per crop convention in the store: TF-slim's central fraction, torchvision's resize and centre
-# crop, DeepLab's whole image, and MediaPipe's face detectors' letterbox.
-VARIANTS = [V1, TV_FP32, DEEPLAB, "blazeface_short_range"]
+# crop, DeepLab's whole image, and MediaPipe's letterbox (face detectors) and stretch (selfie segmenter).
+VARIANTS = [V1, TV_FP32, DEEPLAB, "blazeface_short_range", "selfie_segmentation"]
 TEST_IMAGES = sorted(COMMITTED_IMAGES)
 NO_PIXEL_LIMIT = 10**9
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 from support import STORE
 
-from service.preprocess import letterbox
+from service.preprocess import Letterbox, letterbox, mediapipe_warp
 from service.ssd import Detections, generate_anchors, parse_detector, weighted_nms
 
 
@@ -79,17 +80,45 @@ def test_weighted_nms_keeps_boxes_that_overlap_by_at_most_the_threshold() -> Non
 @pytest.mark.parametrize("size", [(1, 1), (1, 5000), (5000, 1), (640, 480), (480, 640), (10000, 3), (128, 128)])
 def test_letterbox_fits_centres_and_maps_back(size: tuple[int, int]) -> None:
     place = letterbox(size, 128)
-    assert max(place.width, place.height) == 128 and min(place.width, place.height) >= 1
-    assert place.left == (128 - place.width) // 2 and place.top == (128 - place.height) // 2
-    x, y = place.to_original(
-        np.array([place.left, place.left + place.width], float), np.array([place.top, place.top + place.height], float),
-        size,
-    )  # fmt: skip
-    np.testing.assert_allclose(x, [0, size[0]])
-    np.testing.assert_allclose(y, [0, size[1]])
+    width, height = size[0] * place.scale, size[1] * place.scale
+    assert max(width, height) == pytest.approx(128)
+    assert place.left == pytest.approx((128 - width) / 2) and place.top == pytest.approx((128 - height) / 2)
+    x, y = place.to_original(np.array([place.left, place.left + width]), np.array([place.top, place.top + height]))
+    np.testing.assert_allclose(x, [0, size[0]], atol=1e-9 * max(size))
+    np.testing.assert_allclose(y, [0, size[1]], atol=1e-9 * max(size))
 
 
 def test_letterbox_of_a_landscape_photo() -> None:
-    assert letterbox((640, 480), 128) == letterbox((1280, 960), 128)
-    place = letterbox((640, 480), 128)
-    assert (place.left, place.top, place.width, place.height) == (0, 16, 128, 96)
+    assert letterbox((640, 480), 128) == Letterbox(left=0.0, top=16.0, scale=0.2)
+
+
+@pytest.mark.parametrize(("size", "keep_aspect"), [((512, 355), True), ((40, 300), True), ((512, 355), False)])
+def test_mediapipe_warp_samples_like_opencv(size: tuple[int, int], keep_aspect: bool) -> None:
+    """Output pixel (x, y) is the bilinear sample at x * S / 128 + corner, pixel centres at their index, zeros outside:
+    cv2.warpAffine's arithmetic, written out in numpy."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    ours = np.asarray(mediapipe_warp(Image.fromarray(pixels), 128, keep_aspect)).astype(float)
+    width, height = size
+    if keep_aspect:
+        side = max(size)
+        sx = sy = side / 128
+        cx, cy = (width - side) / 2, (height - side) / 2
+    else:
+        sx, sy, cx, cy = width / 128, height / 128, 0.0, 0.0
+    padded = np.zeros((height + 2, width + 2, 3))
+    padded[1:-1, 1:-1] = pixels
+    xs, ys = np.meshgrid(np.arange(128) * sx + cx, np.arange(128) * sy + cy)
+    x0, y0 = np.floor(xs), np.floor(ys)
+    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
+    inside = (xs > -1) & (xs < width) & (ys > -1) & (ys < height)
+    ix, iy = np.clip(x0.astype(int) + 1, 0, width), np.clip(y0.astype(int) + 1, 0, height)
+    sample = (
+        padded[iy, ix] * (1 - fx) * (1 - fy) + padded[iy, ix + 1] * fx * (1 - fy)
+        + padded[iy + 1, ix] * (1 - fx) * fy + padded[iy + 1, ix + 1] * fx * fy
+    )  # fmt: skip
+    expected = np.where(inside[..., None], sample, 0)
+    core = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+    # Pillow rounds each sample to 8 bits; at the border it reads the edge pixel where OpenCV reads zero.
+    assert np.abs(ours - expected)[core].max() <= 1.0
+    assert (ours[~inside] == 0).all()
