@@ -16,8 +16,9 @@ IMAGE_BYTES = "image_bytes"
 
 
 def default_outputs(variant: Variant) -> tuple[str, ...]:
-    """What a request that names no outputs gets: the class scores, or the segmentation scores."""
-    return ("logits",) if "classify" in variant.tasks else ("seg_logits",)
+    """What a request that names no outputs gets: the class scores, or else every output the variant offers
+    (DeepLab's segmentation scores, a face detector's regressors and scores, the person probability)."""
+    return ("logits",) if "classify" in variant.tasks else tuple(v2_outputs(variant))
 
 
 def model_metadata(variant: Variant) -> ModelMetadata:

@@ -6,16 +6,29 @@ and huge images and extreme aspect ratios must answer 200 with what is there, or
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 from harness import ServerProcess, running_server
 from PIL import Image
-from support import DATA, DEEPLAB_SMALL, FACE_FULL, FACE_SHORT, IMAGES, SELFIE, encode, image_bytes
+from support import (
+    DATA,
+    DEEPLAB_SMALL,
+    FACE_FULL,
+    FACE_SHORT,
+    IMAGES,
+    SELFIE,
+    encode,
+    image_bytes,
+    metric_value,
+    runs_larger_than_one,
+)
 
 MODELS = [FACE_SHORT, FACE_FULL, SELFIE, DEEPLAB_SMALL]
 KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
@@ -232,3 +245,52 @@ def test_person_masks_agree_with_mediapipe(http: httpx.Client, photo: str) -> No
     assert ((mask == 1) == (theirs > 127)).mean() >= 0.99
     matte = np.asarray(Image.open(io.BytesIO(post(http, "/segment", data, model=SELFIE, matte="true").content)))
     assert (np.abs(matte.astype(int) - theirs.astype(int)) <= 8).mean() >= 0.99
+
+
+def _v2_infer(http: httpx.Client, model: str, photo: str, outputs: list[str] | None = None) -> dict:
+    body: dict = {
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [1, 1],
+                "data": [base64.b64encode(image_bytes(photo)).decode()],
+            }
+        ]
+    }
+    if outputs is not None:
+        body["outputs"] = [{"name": name} for name in outputs]
+    response = http.post(f"/v2/models/{model}/infer", json=body)
+    assert response.status_code == 200, response.text
+    return {o["name"]: o for o in response.json()["outputs"]}
+
+
+def test_v2_serves_the_raw_tensors(http: httpx.Client) -> None:
+    """The V2 protocol gives what the REST answers decode: the detector's regressors and scores, the probability."""
+    metadata = http.get(f"/v2/models/{FACE_SHORT}").json()
+    assert {o["name"]: o["shape"] for o in metadata["outputs"]} == {
+        "regressors": [-1, 896, 16],
+        "classificators": [-1, 896, 1],
+    }
+    raw = _v2_infer(http, FACE_SHORT, "grace_hopper.png")
+    assert raw["regressors"]["shape"] == [1, 896, 16] and raw["classificators"]["shape"] == [1, 896, 1]
+    # One anchor's logit above 0 at least: a face's sigmoid score is over 0.5.
+    assert max(raw["classificators"]["data"]) > 0
+    person = _v2_infer(http, SELFIE, "face.jpg", ["person_probability"])["person_probability"]
+    assert person["shape"] == [1, 1, 256, 256]
+    assert 0.0 <= min(person["data"]) and max(person["data"]) <= 1.0
+
+
+def test_concurrent_requests_share_runs_and_are_counted(http: httpx.Client, faces_server: ServerProcess) -> None:
+    data = image_bytes("face.jpg")
+
+    def one(_: int) -> int:
+        with faces_server.client() as client:
+            return post(client, "/detect", data, model=FACE_SHORT).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(one, range(48)))
+    assert statuses == [200] * 48
+    metrics = http.get("/metrics").text
+    assert metric_value(metrics, "mobilenet_requests_total", endpoint="/detect", model=FACE_SHORT, code="200") >= 48
+    assert runs_larger_than_one(metrics, FACE_SHORT) > 0
