@@ -1,6 +1,10 @@
 # Both stages use the same base so the virtual environment built in the first
 # one finds the same interpreter at the same path in the second.
-ARG PYTHON_IMAGE=python:3.11-slim-trixie
+# Pinned by digest, so a rebuild gets the same base until the pin is moved on purpose. To move it (for
+# security updates): `docker buildx imagetools inspect python:3.11-slim-trixie` prints the current
+# index digest; put it here and rebuild. The digest below is the one public projects pin for this tag;
+# this repository's CI has no registry access to check it.
+ARG PYTHON_IMAGE=python:3.11-slim-trixie@sha256:9534e5a8e315485d4061ed659af0fd78a284c015f9b73661b41d6bab25604534
 
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -11,12 +15,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY service/ service/
 COPY model_store/__init__.py model_store/
 # A regular (non-editable) install, so the runtime stage needs only the venv
-# and none of the source tree.
-RUN pip install --no-cache-dir .
+# and none of the source tree; constraints.txt fixes every version CI tested.
+RUN pip install --no-cache-dir -c constraints.txt .
 
 
 FROM ${PYTHON_IMAGE} AS runtime

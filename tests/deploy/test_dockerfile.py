@@ -64,7 +64,9 @@ def dockerfile_stages() -> list[list[str]]:
 def test_runtime_image_is_slim_non_root_and_health_checked() -> None:
     text = DOCKERFILE.read_text()
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
-    assert base and re.fullmatch(r"python:3\.11[\w.-]*-slim[\w.-]*", base.group(1))
+    # The base is pinned by digest: a rebuild gets the same image until the pin is moved on purpose.
+    assert base and re.fullmatch(r"python:3\.11[\w.-]*-slim[\w.-]*@sha256:[0-9a-f]{64}", base.group(1))
+    assert "pip install --no-cache-dir -c constraints.txt ." in text, "the image installs the versions CI tested"
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage build"
     runtime = stages[-1]
@@ -88,7 +90,7 @@ def test_dockerignore_admits_only_what_the_image_needs() -> None:
     ]
     assert patterns[0] == "*", "an allow-list keeps tests, caches and venvs out"
     admitted = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}
-    assert admitted == {"pyproject.toml", "README.md", "service", "model_store"}
+    assert admitted == {"pyproject.toml", "README.md", "constraints.txt", "service", "model_store"}
     assert {"model_store/sources/", "model_store/build/", "**/__pycache__/"} <= set(patterns)
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
     for sources in copied:
