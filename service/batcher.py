@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .config import BatchingConfig
-from .errors import ServiceError
+from .errors import SHUTTING_DOWN, ServiceError
 
 log = logging.getLogger("mobilenet_serve.batcher")
 
@@ -149,12 +149,12 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
         for item in self._queue:
-            _fail(item, ServiceError(503, "the server is shutting down", code="shutting_down"))
+            _fail(item, ServiceError(503, SHUTTING_DOWN, code="shutting_down"))
         self._queue.clear()
 
     def _admit(self, count: int) -> None:
         if self._closing:
-            raise ServiceError(503, "the server is shutting down", code="shutting_down")
+            raise ServiceError(503, SHUTTING_DOWN, code="shutting_down")
         limit = self.config.max_queue_size
         if count > limit:
             raise ServiceError(413, f"{count} images exceed the {limit} that model {self.name} can queue")

@@ -18,9 +18,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("mobilenet_serve.connections")
+from .errors import SHUTTING_DOWN
+from .raw_refusal import refusal
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+log = logging.getLogger("mobilenet_serve.connections")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, "too many connections; retry shortly")
+            self._refuse(503, "too many connections; retry shortly", retry_after=1)
             return
         # Closed after the keep-alive timeout when no request starts, as between two requests.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
@@ -72,7 +73,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """At shutdown, a connection that has not begun a request is told why it closes instead of dropped."""
         if self.cycle is None:
-            self._refuse(503, "the server is shutting down; retry shortly")
+            self._refuse(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)
             return
         super().shutdown()
 
@@ -119,10 +120,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         log.warning("closing a connection whose request body took longer than %g s", self.limits.body_timeout_seconds)
         self.transport.close()
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, code: str | None = None, retry_after: int | None = None) -> None:
         if self.transport.is_closing():
             return
-        body = message.encode("ascii")
-        head = b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n" % (status, _REASONS[status])
-        self.transport.write(head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        self.transport.write(refusal(status, message, code, retry_after))
         self.transport.close()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .decode_worker import READY
-from .errors import ServiceError
+from .errors import SHUTTING_DOWN, ServiceError
 from .preprocess import PreprocessSpec
 
 log = logging.getLogger("mobilenet_serve.decoders")
@@ -177,7 +177,7 @@ class Decoder:
 
     def _restart(self, model: str, reason: str) -> None:
         if self._closed:
-            raise ServiceError(503, "the server is shutting down", code="shutting_down")
+            raise ServiceError(503, SHUTTING_DOWN, code="shutting_down")
         log.warning("model %s: decoder %s replaced (%s)", model, self._process.pid if self._process else "-", reason)
         self._stop()
         self._on_restart(model, reason)

@@ -9,22 +9,18 @@ after the listener closed is refused, which clients handle as cleanly.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 
 import uvicorn
 
+from .errors import SHUTTING_DOWN
+from .raw_refusal import refusal
+
 log = logging.getLogger("mobilenet_serve.draining_server")
 
-_BODY = json.dumps(
-    {"error": {"code": "shutting_down", "message": "the server is shutting down; retry on another replica"}}
-).encode()
-REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
-)
+REFUSAL = refusal(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)
 
 
 class DrainingServer(uvicorn.Server):

@@ -19,7 +19,11 @@ CODES_BY_STATUS = {
     500: "internal_error",
     503: "unavailable",
     504: "deadline_exceeded",
+    408: "request_timeout",
+    431: "headers_too_large",
 }
+# One wording wherever a request meets the shutdown: in the queue, in a decoder, or before it was read.
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
 
 class ServiceError(Exception):

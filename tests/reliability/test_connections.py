@@ -6,6 +6,7 @@ the cap on request bodies in progress.
 
 from __future__ import annotations
 
+import json
 import resource
 import socket
 import time
@@ -73,6 +74,7 @@ def test_slowloris_headers_get_408_within_the_header_timeout(server: ServerProce
                 continue
         elapsed = time.perf_counter() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert error_code(answer) == "request_timeout"
     assert elapsed < LIMITS["header_timeout_seconds"] + 1.5
 
 
@@ -84,11 +86,19 @@ def test_a_body_that_never_finishes_is_dropped_within_the_body_timeout(server: S
     assert elapsed < LIMITS["body_timeout_seconds"] + 1.5
 
 
+def error_code(answer: bytes) -> str:
+    """The `error.code` of a refusal written before any request was read: JSON, like the app's errors."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return str(json.loads(body)["error"]["code"])
+
+
 def test_headers_over_the_limit_get_431(server: ServerProcess) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
         received, _ = _read_until_closed(sock, 10)
     assert received.startswith(b"HTTP/1.1 431"), received[:100]
+    assert error_code(received) == "headers_too_large"
 
 
 def test_thousands_of_half_open_connections_get_503_and_the_server_keeps_serving(server: ServerProcess) -> None:
@@ -102,7 +112,10 @@ def test_thousands_of_half_open_connections_get_503_and_the_server_keeps_serving
         refused = 0
         for sock in sockets[LIMITS["max_connections"] :]:
             received, _ = _read_until_closed(sock, 10)
-            refused += received.startswith(b"HTTP/1.1 503")
+            if received.startswith(b"HTTP/1.1 503"):
+                # The same JSON error body as every other refusal, and when to come back.
+                assert error_code(received) == "unavailable" and b"retry-after: 1\r\n" in received
+                refused += 1
         assert refused >= count - 2 * LIMITS["max_connections"], refused
         for sock in sockets:
             sock.close()
