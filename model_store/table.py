@@ -39,7 +39,10 @@ def rows(store: Path, repeats: int):
         session = ort.InferenceSession(
             str(manifest_path.parent / manifest["onnx"]), options, providers=["CPUExecutionProvider"]
         )
-        output = "seg_logits" if "segment" in manifest["tasks"] else "logits"
+        # A variant without classes or DeepLab's scores (the MediaPipe ones): its first output.
+        output = {"classify": "logits", "segment": "seg_logits"}.get(
+            manifest["tasks"][0], session.get_outputs()[0].name
+        )
         native = manifest["native_resolution"]
         sizes = [native] + sorted((r for r in manifest["resolutions"] if r < native), reverse=True)[:2]
         for size in sizes:
