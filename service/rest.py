@@ -264,7 +264,7 @@ async def detect(
 
 @router.post(
     "/segment",
-    summary="The class mask, or the person mask or matte, as a PNG at the original size",
+    summary="The class mask as a PNG at the original size, or the person mask or matte",
     description=(
         "With a DeepLab model (the default), a palette PNG whose pixel values are PASCAL VOC class ids (coloured "
         "with the VOC palette). With `model=selfie_segmentation`, a palette PNG with 1 where the person is "

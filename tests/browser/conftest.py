@@ -9,12 +9,12 @@ import pytest
 from browser import INSTALL_HINT, Outside, chromium, chromium_path, open_page
 from harness import ServerProcess, running_server
 from playwright.sync_api import Browser, Page
-from support import DEEPLAB, TV_FP32, TV_INT8, V1_SMALL
+from support import DEEPLAB, FACE_SHORT, SELFIE, TV_FP32, TV_INT8, V1_SMALL
 
 API_KEY = "page-test-key"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 PAGE_CONFIG = {
-    "models": [TV_INT8, TV_FP32, V1_SMALL, DEEPLAB],
+    "models": [TV_INT8, TV_FP32, V1_SMALL, DEEPLAB, FACE_SHORT, SELFIE],
     "api_key": API_KEY,
     "max_body_bytes": MAX_BODY_BYTES,
     "intra_op_threads": 2,

@@ -11,7 +11,7 @@ from conftest import API_KEY, MAX_BODY_BYTES
 from harness import ServerProcess
 from PIL import Image
 from playwright.sync_api import Browser, Page, Request
-from support import IMAGES, TV_FP32, TV_INT8, V1_SMALL, image_bytes
+from support import FACE_SHORT, IMAGES, SELFIE, TV_FP32, TV_INT8, V1_SMALL, image_bytes
 
 
 def upload(page: Page, name: str) -> None:
@@ -102,6 +102,26 @@ def test_segment_lays_the_mask_over_the_photo_with_a_legend(page: Page) -> None:
     assert float(overlay.evaluate("img => getComputedStyle(img).opacity")) < 1
     assert page.locator(".legend li").evaluate_all("lis => lis.map(li => li.dataset.class)") == ["dog"]
     assert "dog" in (overlay.get_attribute("alt") or "")
+
+
+def test_detect_with_the_face_detector_draws_faces_and_their_keypoints(page: Page) -> None:
+    upload(page, "face.jpg")
+    choose_task(page, "detect")
+    page.select_option("#model", FACE_SHORT)
+    run_and_wait(page, "#boxes g.detection")
+    assert page.locator("#error").is_hidden()
+    faces = page.locator("#boxes g.detection")
+    assert faces.evaluate_all("gs => gs.map(g => g.dataset.label)") == ["face", "face"]
+    assert page.locator("#boxes circle.keypoint").count() == 12
+    assert "single-shot detector" in page.locator("#result p").first.inner_text()
+
+
+def test_segment_with_the_selfie_model_shows_the_person(page: Page) -> None:
+    upload(page, "face.jpg")
+    choose_task(page, "segment")
+    page.select_option("#model", SELFIE)
+    run_and_wait(page, "#mask-overlay:not([hidden])")
+    assert page.locator(".legend li").evaluate_all("lis => lis.map(li => li.dataset.class)") == ["person"]
 
 
 def test_embed_shows_the_cosine_similarity_the_api_gives(page: Page, page_server: ServerProcess) -> None:

@@ -11,8 +11,11 @@ import { renderTiming } from "./views/timing.js";
 import { renderTradeoffs } from "./views/tradeoffs.js";
 
 const $ = (id) => document.getElementById(id);
-// A task's models are those whose manifest lists what the task needs.
-const NEEDS = { classify: "classify", embed: "embed", detect: "segment", segment: "segment" };
+// A task's models are those whose manifest lists one of what the task needs: /detect and /segment also
+// serve MediaPipe's face detectors and person segmenter.
+const NEEDS = {
+  classify: ["classify"], embed: ["embed"], detect: ["segment", "face_detect"], segment: ["segment", "person_segment"],
+};
 const AUTO = "auto";
 
 const state = { image: null, imageUrl: null, models: [], auto: null };
@@ -63,7 +66,7 @@ function setImage(file, description) {
 function fillModels() {
   const select = $("model");
   const current = select.value;
-  const fitting = state.models.filter((m) => m.loaded && m.manifest?.tasks?.includes(NEEDS[task()]));
+  const fitting = state.models.filter((m) => m.loaded && NEEDS[task()].some((t) => m.manifest?.tasks?.includes(t)));
   const options = [el("option", { value: "", text: "server's default" })];
   if (task() === "classify" && state.auto?.available) {
     options.push(el("option", { value: AUTO, text: "auto: most accurate within the latency budget" }));
@@ -119,7 +122,10 @@ async function run(model = $("model").value, resolution = $("resolution").value)
       return answer;
     }
     case "detect": {
-      const answer = await postImage("/detect", { model, resolution, min_area: $("min-area").value }, image);
+      // min_area is DeepLab's; a face detector refuses it.
+      const faces = manifestOf(model)?.tasks?.includes("face_detect");
+      const query = faces ? { model, resolution } : { model, resolution, min_area: $("min-area").value };
+      const answer = await postImage("/detect", query, image);
       renderDetections($("result"), $("boxes"), answer.body);
       return answer;
     }

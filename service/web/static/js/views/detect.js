@@ -1,6 +1,10 @@
-// Detect: a box with its label and score over the photo for each detection, and the same as a table.
+// Detect: a box with its label and score over the photo for each detection (and a face detector's keypoints),
+// and the same as a table.
 
 import { el, svg } from "../dom.js";
+
+// The answer's `method`: how its boxes were made.
+const METHODS = { ssd: "single-shot detector", mask_regions: "mask regions" };
 
 export function renderDetections(container, overlay, body) {
   const { width, height, detections } = body.results[0];
@@ -11,10 +15,14 @@ export function renderDetections(container, overlay, body) {
     ...detections.map((d) => {
       const [x0, y0, x1, y1] = d.box;
       const caption = `${d.label} ${(100 * d.score).toFixed(0)}%`;
+      const points = (d.keypoints ?? []).map((k) =>
+        svg("circle", { class: "keypoint", cx: k.x, cy: k.y, r: Math.max(2, fontSize / 5), "data-name": k.name },
+          svg("title", { text: k.name.replaceAll("_", " ") })));
       return svg("g", { class: "detection", "data-label": d.label },
         svg("title", { text: caption }),
         svg("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }),
-        svg("text", { x: x0 + 4, y: Math.max(fontSize, y0 - 4), "font-size": fontSize, text: caption }));
+        svg("text", { x: x0 + 4, y: Math.max(fontSize, y0 - 4), "font-size": fontSize, text: caption }),
+        ...points);
     }),
   );
   const summary = detections.length
@@ -23,7 +31,7 @@ export function renderDetections(container, overlay, body) {
   overlay.setAttribute("aria-label", summary);
   overlay.removeAttribute("hidden");  // an SVG element has no `hidden` property, only the attribute
   container.replaceChildren(
-    el("p", { text: `${body.model} at ${body.resolution}px: ${summary}` }),
+    el("p", { text: `${body.model} at ${body.resolution}px (${METHODS[body.method] ?? body.method}): ${summary}` }),
     el("table", {},
       el("caption", { text: "Boxes in original-image pixels" }),
       el("thead", {}, el("tr", {}, ...["label", "score", "box [x0, y0, x1, y1]", "area (px)"]
@@ -31,7 +39,7 @@ export function renderDetections(container, overlay, body) {
       el("tbody", {}, ...detections.map((d) => el("tr", {},
         el("td", { text: d.label }),
         el("td", { class: "num", text: `${(100 * d.score).toFixed(1)}%` }),
-        el("td", { text: `[${d.box.join(", ")}]` }),
-        el("td", { class: "num", text: d.area }))))),
+        el("td", { text: `[${d.box.map((v) => Math.round(v)).join(", ")}]` }),
+        el("td", { class: "num", text: d.area ?? "" }))))),
   );
 }
