@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 SOURCES = Path(__file__).resolve().parent.parent / "sources"
 
@@ -72,8 +72,10 @@ def count_macs(model: onnx.ModelProto, resolution: int) -> int:
             weight = shapes[node.input[1]]
             macs += int(np.prod(out)) * int(np.prod(weight[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
-            a, b = shapes[node.input[0]], shapes[node.input[1]]
-            macs += int(np.prod(a)) * b[-1]
+            # Each output element sums over the shared dimension: A's last, or its first under Gemm's transA.
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            transposed = any(attr.name == "transA" and attr.i for attr in node.attribute)
+            macs += int(np.prod(out)) * (a[0] if transposed else a[-1])
     return macs
 
 

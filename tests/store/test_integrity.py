@@ -6,11 +6,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from support import STORE
 
 from model_store.build import tflite_variants
+from model_store.build.manifest import count_macs
 from service.runtime import UINT8_WEIGHTS_OPTION
 
 MANIFESTS = sorted(STORE.glob("*/manifest.json"))
@@ -69,3 +72,25 @@ def test_loads_with_uint8_weights(manifest_path: Path) -> None:
     options.add_session_config_entry(UINT8_WEIGHTS_OPTION, "1")
     path = manifest_path.parent / json.loads(manifest_path.read_text())["onnx"]
     ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_a_classifier_head_costs_inputs_times_classes(trans_b: int) -> None:
+    # torch.onnx.export writes Linear as Gemm with transB=1: the weight is [classes, inputs].
+    head = np.zeros((4, 1280) if trans_b else (1280, 4), dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["image", "pointwise"], ["features"]),
+            helper.make_node("Flatten", ["features"], ["pooled"]),
+            helper.make_node("Gemm", ["pooled", "head"], ["logits"], transB=trans_b),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 1, 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [
+            numpy_helper.from_array(np.zeros((1280, 3, 1, 1), np.float32), "pointwise"),
+            numpy_helper.from_array(head, "head"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert count_macs(model, 1) == 1280 * 3 + 1280 * 4
