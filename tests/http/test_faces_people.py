@@ -134,6 +134,22 @@ def test_letterbox_maps_boxes_back_at_extreme_aspect_ratios(
     assert abs(nose["y"] - (alone[0]["keypoints"][2]["y"] + offset[1])) < tolerance
 
 
+def test_a_large_image_is_letterboxed_like_its_small_copy(http: httpx.Client) -> None:
+    """4.6 M pixels at 4:1, decoded before it queues (large_images.py): the boxes of its copy at a quarter of the
+    size, scaled up, since both fill the same letterbox."""
+    crop, _ = _face_crop()
+    large = Image.new("RGB", (4200, 1100), (90, 90, 90))
+    large.paste(crop.resize((948, 1100), Image.Resampling.BICUBIC), (3000, 0))
+    small = large.resize((1050, 275), Image.Resampling.BOX)
+    found = faces(http, encode(large, "PNG"), model=FACE_SHORT)
+    reference = faces(http, encode(small, "PNG"), model=FACE_SHORT)["detections"]
+    assert (found["width"], found["height"]) == (4200, 1100)
+    assert len(found["detections"]) == len(reference) == 1
+    box = found["detections"][0]["box"]
+    assert box[0] > 2900, "the face is at the right end"
+    assert iou(box, [4 * v for v in reference[0]["box"]]) >= 0.9
+
+
 def test_several_images_batch_and_keep_their_order(http: httpx.Client) -> None:
     names = ["face.jpg", "parrot.jpg", "grace_hopper.png"]
     files = [("file", (name, image_bytes(name))) for name in names]
