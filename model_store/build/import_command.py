@@ -35,6 +35,7 @@ from service.tasks import outputs_for
 from .import_quantize import calibration_images, quantize_entry
 from .manifest import count_macs, count_params, sha256_of
 from .onnx_import import STRIDES, Found, ImportProblem, inspect, load, rewrite
+from .store_place import place
 from .tflite_import import from_tflite
 
 # PyTorch checkpoints: torch is imported only for them (torch_import.py), as it is an optional extra.
@@ -115,7 +116,7 @@ def import_model(args: argparse.Namespace) -> str:
         (entry / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         variant = parse_variant(entry)
         verify_onnx(variant)
-        _place(entry, target)
+        place(entry, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _summary(args, found, manifest, notes)
@@ -239,18 +240,6 @@ def _manifest(
         "source": {"files": [{"file": args.source.name, "sha256": sha256_of(args.source)}],
                    "origin": f"mobilenet-serve import of {kind} ({found.layout} input, {found.precision})"},
     }  # fmt: skip
-
-
-def _place(entry: Path, target: Path) -> None:
-    """Move the proven entry into the store in one rename.
-
-    An entry it replaces is first moved into the work directory, which is removed afterwards: a directory
-    cannot be renamed over a full one. For that instant the name is absent from the store, so a server in
-    poll mode that looks then unloads the model and loads the new one at its next pass.
-    """
-    if target.exists():
-        os.replace(target, entry.parent / f"replaced-{target.name}")
-    os.replace(entry, target)
 
 
 def _summary(args: argparse.Namespace, found: Found, manifest: dict[str, Any], notes: list[str]) -> str:
