@@ -13,7 +13,8 @@ from typing import Any
 
 from . import tflite_reader
 from .manifest import SOURCES, write_variant
-from .tflite_to_onnx import OnnxBuilder, finish, import_graph
+from .onnx_builder import OnnxBuilder
+from .tflite_to_onnx import finish, import_graph
 
 ORIGIN = (
     "Google MediaPipe, the PyPI wheel mediapipe==0.10.21 (cp311, manylinux x86_64), folder mediapipe/modules/, "

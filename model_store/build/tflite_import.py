@@ -11,8 +11,9 @@ from pathlib import Path
 import onnx
 
 from . import tflite_reader
+from .onnx_builder import OnnxBuilder
 from .onnx_import import ImportProblem
-from .tflite_to_onnx import OnnxBuilder, finish, import_graph
+from .tflite_to_onnx import finish, import_graph
 
 
 def from_tflite(path: Path) -> tuple[onnx.ModelProto, int]:

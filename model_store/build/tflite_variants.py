@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import tflite_reader
 from .manifest import SOURCES, copy_labels, write_variant
-from .tflite_to_onnx import OnnxBuilder, feature_maps, finish, flatten, import_graph, slice_classes
+from .onnx_builder import OnnxBuilder
+from .tflite_to_onnx import feature_maps, finish, flatten, import_graph, slice_classes
 
 ORIGIN = "Coral project test data (google-coral/test_data), Apache-2.0"
 SLIM_V1 = "tensorflow/models research/slim/nets/mobilenet_v1.md, 2018_08_02 quantized checkpoints (published)"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
+from model_store.build.onnx_builder import OnnxBuilder
 from model_store.build.tflite_reader import Graph, Op, Quant, Tensor
-from model_store.build.tflite_to_onnx import OnnxBuilder, _conv_padding, import_graph
+from model_store.build.tflite_to_onnx import _conv_padding, import_graph
 
 
 def _tensor(index: int, shape: tuple[int, ...]) -> Tensor:

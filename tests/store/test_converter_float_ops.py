@@ -14,8 +14,9 @@ from onnx import TensorProto, helper
 from support import STORE
 
 from model_store.build import tflite_reader
+from model_store.build.onnx_builder import OnnxBuilder
 from model_store.build.tflite_reader import CUSTOM_TRANSPOSE_CONV, Graph, Op, Tensor
-from model_store.build.tflite_to_onnx import OPSET, OnnxBuilder, import_graph
+from model_store.build.tflite_to_onnx import OPSET, import_graph
 
 RNG = np.random.default_rng(21)
 # float32 arithmetic in two runtimes: only summation order differs.
