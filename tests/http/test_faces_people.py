@@ -310,3 +310,15 @@ def test_concurrent_requests_share_runs_and_are_counted(http: httpx.Client, face
     metrics = http.get("/metrics").text
     assert metric_value(metrics, "mobilenet_requests_total", endpoint="/detect", model=FACE_SHORT, code="200") >= 48
     assert runs_larger_than_one(metrics, FACE_SHORT) > 0
+
+
+def test_without_deeplab_detect_and_segment_default_to_the_mediapipe_models(tmp_path) -> None:
+    config = {"models": [FACE_SHORT, SELFIE], "intra_op_threads": 2, "calibration_seconds": 0}
+    with running_server(tmp_path, config) as server, server.client() as client:
+        detected = post(client, "/detect", image_bytes("grace_hopper.png"))
+        assert detected.status_code == 200, detected.text
+        assert (detected.json()["model"], detected.json()["method"]) == (FACE_SHORT, "ssd")
+        segmented = post(client, "/segment", image_bytes("face.jpg"))
+        assert segmented.status_code == 200 and segmented.headers["x-model"] == SELFIE
+        listed = {m["name"]: m["default_for"] for m in client.get("/v1/models").json()["models"] if m["loaded"]}
+        assert listed == {FACE_SHORT: ["/detect"], SELFIE: ["/segment"]}
