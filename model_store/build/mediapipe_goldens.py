@@ -22,6 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "tests" / "data" / "images"
 GOLDEN = REPO / "tests" / "data" / "golden"
 PHOTOS = ("face.jpg", "grace_hopper.png", "kite_and_cold.jpg", "pets.jpg", "parrot.jpg")
+# Extreme aspect ratios: Grace Hopper's face (a crop of the photo) at the far end of a wide and of a tall grey
+# canvas. The recipe goes into the golden file, and the tests rebuild the same pixels from it (a crop and a
+# paste, no resampling).
+COMPOSITES = {
+    "grace_hopper_wide": {"photo": "grace_hopper.png", "crop": [150, 100, 400, 390], "canvas": [870, 290],
+                          "offset": [600, 0], "fill": [90, 90, 90]},
+    "grace_hopper_tall": {"photo": "grace_hopper.png", "crop": [150, 100, 400, 390], "canvas": [250, 870],
+                          "offset": [0, 580], "fill": [90, 90, 90]},
+}  # fmt: skip
 # model_selection 0 is the short-range model, 1 the full-range one; each at its graph's own score threshold
 # (face_detection_short_range.pbtxt 0.5, face_detection_full_range.pbtxt 0.6), as the store's manifests say.
 DETECTORS = {"blazeface_short_range": (0, 0.5), "blazeface_full_range": (1, 0.6)}
@@ -54,12 +63,24 @@ def _person_probability(rgb: np.ndarray) -> np.ndarray:
         return np.asarray(segmenter.process(rgb).segmentation_mask, dtype=np.float32)
 
 
+def composite(recipe: dict) -> Image.Image:
+    """A crop of a committed photo pasted onto a plain canvas."""
+    canvas = Image.new("RGB", tuple(recipe["canvas"]), tuple(recipe["fill"]))
+    piece = Image.open(IMAGES / recipe["photo"]).convert("RGB").crop(tuple(recipe["crop"]))
+    canvas.paste(piece, tuple(recipe["offset"]))
+    return canvas
+
+
 def main() -> None:
     document: dict = {"mediapipe": mp.__version__, "detectors": DETECTORS, "images": {}}
     masks: dict[str, np.ndarray] = {}
-    for photo in PHOTOS:
-        rgb = np.ascontiguousarray(np.asarray(Image.open(IMAGES / photo).convert("RGB")))
+    sources = {photo: Image.open(IMAGES / photo).convert("RGB") for photo in PHOTOS}
+    sources.update({name: composite(recipe) for name, recipe in COMPOSITES.items()})
+    for photo, image in sources.items():
+        rgb = np.ascontiguousarray(np.asarray(image))
         entry: dict = {"size": [rgb.shape[1], rgb.shape[0]]}
+        if photo in COMPOSITES:
+            entry["recipe"] = COMPOSITES[photo]
         for name, (selection, threshold) in DETECTORS.items():
             entry[name] = _faces(rgb, selection, threshold)
         document["images"][photo] = entry
