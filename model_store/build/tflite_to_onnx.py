@@ -66,6 +66,13 @@ class _Importer:
         self.out = Imported(values={}, shapes={}, produced=[])
         # Constants that ops (DEQUANTIZE, DENSIFY) made from stored ones, by TFLite tensor index.
         self.constants: dict[int, np.ndarray] = {}
+        # Zero padding of H and W that the one convolution reading it takes as its own pads:
+        # padded tensor -> (unpadded tensor, ONNX pads [top, left, bottom, right]).
+        self.folded_pads: dict[int, tuple[int, list[int]]] = {}
+        self.readers: dict[int, list[Op]] = {}
+        for op in graph.ops:
+            for index in op.inputs:
+                self.readers.setdefault(index, []).append(op)
 
     def tensor(self, index: int) -> Tensor:
         return self.g.tensors[index]
@@ -111,7 +118,12 @@ class _Importer:
         return self.weight(index, self.constant(index), 0)
 
     def conv(self, op: Op, depthwise: bool) -> None:
-        x = self.out.values[op.inputs[0]]
+        o = op.options
+        if op.inputs[0] in self.folded_pads:
+            source, pads = self.folded_pads[op.inputs[0]]
+            x, padding = self.out.values[source], {"pads": pads}
+        else:
+            x, padding = self.out.values[op.inputs[0]], _conv_padding(o, self.constant(op.inputs[1]).shape[1:3])
         w = self.constant(op.inputs[1])
         if depthwise:
             # TFLite [1, KH, KW, C*M] -> ONNX [C*M, 1, KH, KW], one group per input channel.
@@ -121,7 +133,6 @@ class _Importer:
             data = w.transpose(0, 3, 1, 2)
             group = 1
         weight = self.weight(op.inputs[1], data, 0)
-        o = op.options
         y = self.b.node(
             "Conv",
             [x, weight, self.bias(op.inputs[2])],
@@ -130,7 +141,7 @@ class _Importer:
             strides=list(o["strides"]),
             dilations=list(o["dilations"]),
             group=group,
-            **_conv_padding(o, data.shape[2:]),
+            **padding,
         )
         self.emit_output(y, op.outputs[0], o["activation"])
 

@@ -175,3 +175,29 @@ def test_densify_matches_the_interpreter() -> None:
     for op in densified:
         ours = graph.tensors[op.inputs[0]].data
         np.testing.assert_array_equal(ours, interpreter.get_tensor(op.outputs[0]))
+
+
+def test_spatial_pad_before_a_valid_convolution_becomes_its_pads() -> None:
+    """The full-range detector's PAD + VALID depthwise convolution: one Conv with pads, the same numbers."""
+    x = _x((2, 6, 6, 3))
+    weights = RNG.normal(size=(1, 3, 3, 3)).astype(np.float32)
+    paddings = np.array([[0, 0], [1, 1], [0, 1], [0, 0]], dtype=np.int32)
+    tensors = [
+        _float(0, (1, 6, 6, 3)),
+        Tensor(1, "pads", (4, 2), np.int32, None, paddings),
+        _float(2, (1, 8, 7, 3)),
+        _float(3, weights.shape, weights),
+        _float(4, (3,), np.zeros(3, np.float32)),
+        _float(5, (1, 6, 5, 3)),
+    ]
+    conv = {"padding": "VALID", "strides": (1, 1), "dilations": (1, 1), "activation": None}
+    ops = [Op("PAD", [0, 1], [2]), Op("DEPTHWISE_CONV_2D", [2, 3, 4], [5], conv)]
+    padded = np.pad(x, paddings)
+    expected = np.zeros((2, 6, 5, 3), np.float32)
+    for i in range(3):
+        for j in range(3):
+            expected += padded[:, i : i + 6, j : j + 5, :] * weights[0, i, j]
+    np.testing.assert_allclose(_run(tensors, ops, x), expected, atol=TOLERANCE)
+    builder = OnnxBuilder()
+    import_graph(builder, Graph(tensors, ops, [0], [5]), "x_", "image")
+    assert [n.op_type for n in builder.nodes if n.op_type in ("Pad", "Conv")] == ["Conv"]
