@@ -3,7 +3,7 @@
 Both runtimes get the same float input, the service's own preprocessing of committed photos (faces, people,
 and photos with neither), so any difference comes from the conversion or from float32 summation order.
 Measured over these photos: regressors differ by at most 3e-4 (of values up to ~140), face logits by 1.2e-3,
-person probabilities by 1e-4; the tolerances below leave a few times that.
+person probabilities by 1.2e-4; the tolerances below leave a few times that.
 """
 
 from __future__ import annotations
