@@ -111,7 +111,8 @@ def main() -> None:
     config = {"models": [args.model], "default_model": args.model, "intra_op_threads": args.threads,
               "calibration_seconds": 0, "grpc_port": grpc_port}  # fmt: skip
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {args.model} at {size} px; "
-          f"{args.rounds} rounds, medians; perf_analyzer on the same machine")  # fmt: skip
+          f"{args.rounds} rounds, medians; perf_analyzer on the same machine; load average "
+          + ", ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     results: dict[tuple[str, int, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as scratch, running_server(Path(scratch) / "server", config) as server:
         files = input_files(Path(scratch), size)
@@ -124,11 +125,12 @@ def main() -> None:
                         command = [
                             *perf_analyzer, "-m", args.model, "-u", urls[protocol], "-i", protocol,
                             "--input-data", str(data), "--concurrency-range", str(concurrency),
-                            "--measurement-interval", str(args.window_ms), "--stability-percentage", "100",
+                            "--measurement-interval", str(args.window_ms), "--stability-percentage", "10000",
                             "--max-trials", "3", "-f", str(csv_path),
                         ]  # fmt: skip
                         figures = measure(command, csv_path, psutil.Process(server.process.pid))
                         results.setdefault((input_name, concurrency, protocol), []).append(figures)
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"\n{'input':<12} {'conc':>4} {'protocol':<9} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'server CPU ms/req':>18} {'client CPU ms/req':>18}")  # fmt: skip
     for input_name in files:
