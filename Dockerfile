@@ -46,7 +46,8 @@ COPY --from=builder /opt/venv /opt/venv
 COPY model_store/ /opt/mobilenet/model_store/
 
 USER 10001:10001
-EXPOSE 8000
+# HTTP, and the Open Inference Protocol over gRPC (MOBILENET_GRPC_PORT, default 8001; 0 turns it off).
+EXPOSE 8000 8001
 
 # slim images have no curl; the interpreter is already there. Kubernetes
 # ignores HEALTHCHECK and uses the chart's probes instead.
