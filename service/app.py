@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # HTTP has drained by now (uvicorn stops it before the lifespan ends): gRPC's calls in flight finish too.
+            # gRPC began to drain with HTTP at SIGTERM; its calls in flight finish here (without SIGTERM, it stops now).
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_seconds)
             for task in (loading, watching, polling):
@@ -84,6 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.core = core
     app.state.repository = repository
     app.state.metrics = metrics
+    # What DrainingServer starts when SIGTERM arrives, beside closing HTTP's listener.
+    app.state.drain_hooks = (
+        [] if grpc_server is None else [lambda: grpc_server.begin_stop(settings.shutdown_grace_seconds)]
+    )
     routers = (rest.router, rest_status.router, v2.router)
     for router in routers:
         app.include_router(router)

@@ -25,6 +25,9 @@ REFUSAL = refusal(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)
 
 class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The app's other listeners (gRPC) stop taking new calls now too, and drain beside HTTP.
+        for hook in getattr(getattr(self.config.app, "state", None), "drain_hooks", ()):
+            hook()
         answered = sum(answer_backlog(listener.fileno()) for server in self.servers for listener in server.sockets)
         if answered:
             log.info("answered %d connections waiting in the accept backlog with 503", answered)

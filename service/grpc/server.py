@@ -8,6 +8,7 @@ past it) and an answer as large as `max_response_bytes`, plus room for the messa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -33,6 +34,7 @@ class GrpcServer:
         self._settings = settings
         self._servicer = Servicer(core, repository, metrics, api_key, admin_key)
         self._server: grpc.aio.Server | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         settings = self._settings
@@ -55,8 +57,14 @@ class GrpcServer:
         self._server = server
         log.info("serving the Open Inference Protocol over gRPC on %s", address)
 
+    def begin_stop(self, grace_seconds: float) -> None:
+        """Refuse new calls from now on and let those in flight finish for up to `grace_seconds`: called when
+        SIGTERM starts HTTP's drain (service/draining_server.py), so that both drain at once."""
+        if self._server is not None and self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._server.stop(grace_seconds))
+
     async def stop(self, grace_seconds: float) -> None:
-        """Refuse new calls and let those in flight finish for up to `grace_seconds`, then cancel them."""
-        if self._server is not None:
-            await self._server.stop(grace_seconds)
-            self._server = None
+        """Stop (if SIGTERM did not already begin to) and wait until the calls in flight are done or cancelled."""
+        self.begin_stop(grace_seconds)
+        if self._stopping is not None:
+            await self._stopping

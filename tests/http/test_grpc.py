@@ -347,6 +347,10 @@ def test_sigterm_drains_grpc_calls_in_flight(tmp_path: Path) -> None:
                 time.sleep(0.01)
             server.process.send_signal(signal.SIGTERM)
             assert sum(call.done() for call in calls) < in_flight, "the calls should still be in flight"
+            time.sleep(0.3)
+            # Refused from SIGTERM on, as a new HTTP connection is, while the calls in flight go on.
+            with triton.InferenceServerClient(grpc_address(server)) as late, pytest.raises(InferenceServerException):
+                late.is_server_live(client_timeout=5)
             shapes = [call.result(timeout=120).as_numpy("seg_logits").shape for call in calls]
         assert shapes == [(1, 21, 513, 513)] * in_flight
         assert server.process.wait(60) in (0, -signal.SIGTERM)
