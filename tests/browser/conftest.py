@@ -27,7 +27,9 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         yield process
 
 
-@pytest.fixture(scope="session")
+# One per module: Playwright's sync API keeps an event loop running in this thread while the browser is open,
+# which would make asyncio.run() fail in the tests of other folders that run after these.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if chromium_path() is None:
         # CI installs the browser (.ci/run): there, a missing one is a failure, not a reason to skip.
