@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -290,6 +291,17 @@ def test_grpc_port_zero_serves_no_grpc(tmp_path: Path) -> None:
         }
         assert listening == {server.port}
         assert "over gRPC" not in server.log_text()
+
+
+def test_a_grpc_port_in_use_stops_the_start(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        config = {"models": [V1_SMALL], "calibration_seconds": 0, "grpc_port": taken.getsockname()[1]}
+        server = start_server(tmp_path, config, wait_ready=False)
+        try:
+            assert server.process.wait(60) != 0
+        finally:
+            server.stop(signal.SIGKILL)
+    assert "cannot serve gRPC on 127.0.0.1:" in server.log_text()
 
 
 @pytest.fixture(scope="module")
