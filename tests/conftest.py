@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from harness import ServerProcess, free_port, running_server
+from helpers_perf_analyzer import PerfAnalyzerUnavailable, perf_analyzer_command
 from support import DEEPLAB, TV_FP32, TV_INT8, V1
 
 # Apps built in this process (TestClient) serve no gRPC: each would claim port 8001, and test runs side by side
@@ -40,3 +41,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with server.client() as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def perf_analyzer() -> list[str]:
+    """The perf_analyzer command (tests/install_test_tools.py fetched it); a failure, not a skip, without it."""
+    try:
+        return perf_analyzer_command()
+    except PerfAnalyzerUnavailable as exc:
+        pytest.fail(f"perf_analyzer is not available: {exc}")

@@ -27,7 +27,6 @@ import pytest
 import tritonclient.grpc as triton
 import tritonclient.http as triton_http
 from harness import ServerProcess, free_port, running_server, start_server
-from helpers_perf_analyzer import PerfAnalyzerUnavailable, perf_analyzer_command
 from support import DEEPLAB, STORE, TV_FP32, V1, V1_SMALL, image_bytes, metric_value
 from tritonclient.utils import InferenceServerException
 
@@ -302,14 +301,6 @@ def test_a_grpc_port_in_use_stops_the_start(tmp_path: Path) -> None:
         finally:
             server.stop(signal.SIGKILL)
     assert "cannot serve gRPC on 127.0.0.1:" in server.log_text()
-
-
-@pytest.fixture(scope="module")
-def perf_analyzer() -> list[str]:
-    try:
-        return perf_analyzer_command()
-    except PerfAnalyzerUnavailable as exc:
-        pytest.fail(f"perf_analyzer is not available: {exc}")
 
 
 def test_perf_analyzer_over_grpc_measures_without_errors(

@@ -22,7 +22,6 @@ import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
 from harness import ServerProcess
-from helpers_perf_analyzer import PerfAnalyzerUnavailable, perf_analyzer_command
 from PIL import Image
 from pydantic import SecretStr
 from support import DEEPLAB, STORE, TV_FP32, V1, V1_SMALL, encode, image_bytes, metric_value, wait_until_app_ready
@@ -329,14 +328,6 @@ def test_api_key_guards_v2_but_not_its_health_routes() -> None:
             assert refused.status_code == 401 and set(refused.json()) == {"error"}
             assert http.get(path, headers={"X-API-Key": key}).status_code == 200
         assert http.get("/v1/models").json()["error"]["code"] == "unauthorized"  # REST keeps its own format
-
-
-@pytest.fixture(scope="module")
-def perf_analyzer() -> list[str]:
-    try:
-        return perf_analyzer_command()
-    except PerfAnalyzerUnavailable as exc:
-        pytest.fail(f"perf_analyzer is not available: {exc}")
 
 
 @pytest.mark.parametrize("input_kind", ["image", "image_bytes"])
