@@ -64,7 +64,7 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        operational = scope["path"] in OPERATIONAL_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
+        operational = _public(scope["path"])
         try:
             await self.app(scope, receive, send_and_record)
         finally:
@@ -146,7 +146,8 @@ class ApiKeyMiddleware:
 
 
 def _public(path: str) -> bool:
-    return path in UNAUTHENTICATED_PATHS or path in PAGE_PATHS or path.startswith(PUBLIC_PREFIX)
+    """Probes, scrapes, the page and the docs: open without the key, and kept out of the request metrics."""
+    return path in OPERATIONAL_PATHS or path.startswith(PUBLIC_PREFIX)
 
 
 def _offers(scope: Scope, key: bytes) -> bool:
