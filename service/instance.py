@@ -157,33 +157,32 @@ class ModelInstances:
 
     def _run_on_core(self, batch: list[Queued[ImageJob]], decoder: Decoder | None, alone: bool) -> BatchResult:
         started = time.perf_counter()
-        # Measured here, not when the batch was handed out: a batch may have waited for this instance.
         wait = self._metrics.queue_wait.labels(self._name)
-        for item in batch:
-            wait.observe(started - item.enqueued_at)
         outcomes: list[ImageResult | BaseException | None] = []
         ready: list[_Ready] = []
         for item in batch:
+            # Measured here, not when the batch was handed out: a batch may have waited for this instance.
+            waited = started - item.enqueued_at
+            wait.observe(waited)
             if item.abandoned:
                 outcomes.append(ServiceError(504, "the request's deadline passed while it was queued"))
                 continue
-            decoding = time.perf_counter()
             try:
-                tensor, size = self._prepare(item.payload, decoder)
+                tensor, size, seconds = self._prepare(item.payload, decoder)
             except Exception as exc:
                 outcomes.append(exc)
                 continue
-            times = StageTimes(started - item.enqueued_at, time.perf_counter() - decoding)
-            ready.append(_Ready(len(outcomes), tensor, size, times))
+            ready.append(_Ready(len(outcomes), tensor, size, StageTimes(waited, seconds)))
             outcomes.append(None)  # filled in by the run below
         outputs = batch[0].payload.outputs
         for entry, outcome in zip(ready, self._run_isolated(ready, outputs, alone), strict=True):
             outcomes[entry.index] = outcome
         return BatchResult(outcomes, time.perf_counter() - started)
 
-    def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int]]:
+    def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int], float]:
+        """The image's tensor, its original size, and the seconds decoding and preprocessing took here."""
         if isinstance(job.source, np.ndarray):
-            return job.source, job.original_size or (job.resolution, job.resolution)
+            return job.source, job.original_size or (job.resolution, job.resolution), 0.0
         started = time.perf_counter()
         spec = self._variant.preprocess
         try:
@@ -196,8 +195,9 @@ class ModelInstances:
             raise
         except Exception as exc:
             raise ServiceError(400, f"image could not be decoded ({exc})", code="bad_image") from exc
-        self._metrics.preprocess_duration.labels(self._name).observe(time.perf_counter() - started)
-        return tensor, size
+        seconds = time.perf_counter() - started
+        self._metrics.preprocess_duration.labels(self._name).observe(seconds)
+        return tensor, size, seconds
 
     def _run_isolated(
         self, ready: list[_Ready], outputs: tuple[str, ...], alone: bool

@@ -38,7 +38,7 @@ def test_a_batch_runs_pinned_to_the_core_it_was_granted() -> None:
     seen: list[set[int]] = []
 
     class Recording(ModelInstances):
-        def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int]]:
+        def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int], float]:
             seen.append(os.sched_getaffinity(0))
             return super()._prepare(job, decoder)
 
