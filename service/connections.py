@@ -18,10 +18,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import SHUTTING_DOWN
-from .raw_refusal import refusal
+from .raw_refusal import SHUTTING_DOWN_REFUSAL, refusal
 
 log = logging.getLogger("mobilenet_serve.connections")
+# Built once: a flood of connections gets thousands of them.
+_TOO_MANY_CONNECTIONS = refusal(503, "too many connections; retry shortly", retry_after=1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, "too many connections; retry shortly", retry_after=1)
+            self._refuse(_TOO_MANY_CONNECTIONS)
             return
         # Closed after the keep-alive timeout when no request starts, as between two requests.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
@@ -73,7 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """At shutdown, a connection that has not begun a request is told why it closes instead of dropped."""
         if self.cycle is None:
-            self._refuse(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)
+            self._refuse(SHUTTING_DOWN_REFUSAL)
             return
         super().shutdown()
 
@@ -101,7 +102,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _count_header_bytes(self, count: int) -> None:
         self._header_bytes += count
         if self._header_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
-            self._refuse(431, f"the request's headers exceed {self.limits.max_header_bytes} bytes")
+            self._refuse(refusal(431, f"the request's headers exceed {self.limits.max_header_bytes} bytes"))
 
     def _arm(self, seconds: float, on_timeout: Any) -> None:
         self._cancel_deadline()
@@ -113,15 +114,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._deadline = None
 
     def _headers_too_slow(self) -> None:
-        self._refuse(408, f"the request's headers took longer than {self.limits.header_timeout_seconds:g} s")
+        self._refuse(refusal(408, f"the request's headers took longer than {self.limits.header_timeout_seconds:g} s"))
 
     def _body_too_slow(self) -> None:
         # The app may be reading the body: closing tells it the client is gone (logged as 499).
         log.warning("closing a connection whose request body took longer than %g s", self.limits.body_timeout_seconds)
         self.transport.close()
 
-    def _refuse(self, status: int, message: str, code: str | None = None, retry_after: int | None = None) -> None:
+    def _refuse(self, answer: bytes) -> None:
         if self.transport.is_closing():
             return
-        self.transport.write(refusal(status, message, code, retry_after))
+        self.transport.write(answer)
         self.transport.close()

@@ -15,12 +15,9 @@ import socket
 
 import uvicorn
 
-from .errors import SHUTTING_DOWN
-from .raw_refusal import refusal
+from .raw_refusal import SHUTTING_DOWN_REFUSAL
 
 log = logging.getLogger("mobilenet_serve.draining_server")
-
-REFUSAL = refusal(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)
 
 
 class DrainingServer(uvicorn.Server):
@@ -54,7 +51,7 @@ def answer_backlog(listener_fd: int) -> int:
 def _refuse(connection: socket.socket) -> None:
     try:
         connection.setblocking(False)
-        connection.send(REFUSAL)
+        connection.send(SHUTTING_DOWN_REFUSAL)
         # Half-close, then read what the client sent: closing with unread data would send a reset,
         # which can reach the client before the answer does.
         connection.shutdown(socket.SHUT_WR)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-from .errors import CODES_BY_STATUS
+from .errors import CODES_BY_STATUS, SHUTTING_DOWN
 
 
 def refusal(status: int, message: str, code: str | None = None, retry_after: int | None = None) -> bytes:
@@ -20,3 +20,7 @@ def refusal(status: int, message: str, code: str | None = None, retry_after: int
         f"content-length: {len(body)}",
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+# What a connection gets that the shutdown reaches before its request: from the accept backlog or idle.
+SHUTTING_DOWN_REFUSAL = refusal(503, SHUTTING_DOWN, code="shutting_down", retry_after=1)

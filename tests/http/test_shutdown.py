@@ -14,7 +14,8 @@ import httpx
 from harness import start_server
 from support import DEEPLAB, V1_SMALL, image_bytes, metric_value
 
-from service.draining_server import REFUSAL, answer_backlog
+from service.draining_server import answer_backlog
+from service.raw_refusal import SHUTTING_DOWN_REFUSAL
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_connections_waiting_in_the_accept_backlog_get_503() -> None:
         for client in clients:
             client.close()
     assert answers == ["503"] * 5
-    assert json.loads(REFUSAL.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
+    assert json.loads(SHUTTING_DOWN_REFUSAL.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
 
 
 def test_connections_made_while_the_server_was_stopped_are_answered_at_sigterm(tmp_path: Path) -> None:
