@@ -85,6 +85,12 @@ def open_page(browser: Browser, url: str, api_key: str | None, outside: Outside)
     return page
 
 
+def choose_sample(page: Page, name: str) -> None:
+    """Click a sample photo in the gallery and wait until the page shows it."""
+    page.click(f"#gallery button[data-sample='{name}']")
+    page.locator("#preview-image[src^='blob:']").wait_for()
+
+
 def run_and_wait(page: Page, selector: str) -> None:
     """Press Run and wait for `selector` (the answer) or for the error box, whichever comes."""
     page.click("#run")

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: harness, support
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser import Outside, chromium, open_page  # noqa: E402
+from browser import Outside, choose_sample, chromium, open_page  # noqa: E402
 from harness import REPO, running_server  # noqa: E402
 from playwright.sync_api import Page  # noqa: E402
 
@@ -35,11 +35,6 @@ def shoot(page: Page, name: str, selector: str | None = None) -> None:
     print(f"wrote {path.relative_to(REPO)}")
 
 
-def sample(page: Page, file: str) -> None:
-    page.click(f"#gallery button[data-sample='{file}']")
-    page.locator("#preview-image[src^='blob:']").wait_for()
-
-
 def run(page: Page, task: str, answer: str) -> None:
     page.check(f"input[name=task][value={task}]")
     page.click("#run")
@@ -51,7 +46,7 @@ def main() -> None:
     outside = Outside()
     with tempfile.TemporaryDirectory() as workdir, running_server(Path(workdir), {}) as server, chromium() as browser:
         page = open_page(browser, server.url, None, outside)
-        sample(page, "parrot.jpg")
+        choose_sample(page, "parrot.jpg")
         page.click("#run-all")
         page.locator("#comparison-table tbody tr").nth(7).wait_for()
         shoot(page, "classify")
@@ -59,12 +54,12 @@ def main() -> None:
         page.select_option("#model", "auto")
         run(page, "classify", ".selection")
         shoot(page, "auto")
-        sample(page, "pets.jpg")
+        choose_sample(page, "pets.jpg")
         run(page, "detect", "#boxes g.detection")
         shoot(page, "detect")
         run(page, "segment", "#mask-overlay:not([hidden])")
         shoot(page, "segment")
-        sample(page, "parrot.jpg")
+        choose_sample(page, "parrot.jpg")
         page.check("input[name=task][value=embed]")
         page.select_option("#second-sample", "owl.jpg")
         run(page, "embed", "#similarity")

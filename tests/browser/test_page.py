@@ -6,7 +6,7 @@ import io
 from urllib.parse import urlsplit
 
 import numpy as np
-from browser import Outside, open_page, run_and_wait
+from browser import Outside, choose_sample, open_page, run_and_wait
 from conftest import API_KEY, MAX_BODY_BYTES
 from harness import ServerProcess
 from PIL import Image
@@ -16,11 +16,6 @@ from support import FACE_SHORT, IMAGES, SELFIE, TV_FP32, TV_INT8, V1_SMALL, imag
 
 def upload(page: Page, name: str) -> None:
     page.set_input_files("#file", str(IMAGES / name))
-
-
-def choose_sample(page: Page, name: str) -> None:
-    page.click(f"#gallery button[data-sample='{name}']")
-    page.locator("#preview-image[src^='blob:']").wait_for()
 
 
 def choose_task(page: Page, task: str) -> None:
