@@ -5,35 +5,25 @@ Written against raw ASGI rather than BaseHTTPMiddleware, which costs a task and 
 
 from __future__ import annotations
 
-import hmac
-import logging
-import re
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access import access_line, offers_key, request_id
 from .error_handlers import ErrorFormats, request_id_of
 from .errors import ServiceError
 from .metrics import Metrics
-
-access_log = logging.getLogger("mobilenet_serve.access")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 # The web page, the API docs and the document they read: public, so a person can open them and then enter
 # the key in them; they hold no data of the service's. Everything under PUBLIC_PREFIX is the page's files.
 PAGE_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_PREFIX = "/ui/"
-REQUEST_ID_HEADER = "x-request-id"
-# An incoming X-Request-ID is kept when it is this short and of these characters; otherwise one is made.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 # Probes, scrapes and the API docs: kept out of the request metrics, and of the access log unless asked for.
 OPERATIONAL_PATHS = UNAUTHENTICATED_PATHS | PAGE_PATHS
-# A decoded path may hold any character: escape the control ones so that a client cannot forge a log line.
-_ESCAPED = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
 class ObservabilityMiddleware:
@@ -52,7 +42,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = _request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -75,7 +65,7 @@ class ObservabilityMiddleware:
                 self.metrics.requests.labels(endpoint, model, str(status)).inc()
                 self.metrics.request_duration.labels(endpoint, model).observe(elapsed)
             if not operational or self.log_operational:
-                _access_line(scope, model, status, elapsed, request_id)
+                access_line(scope["method"], scope["path"], model, status, elapsed, request_id)
 
     def _endpoint(self, scope: Scope) -> str:
         route: Any = scope.get("route")
@@ -91,24 +81,8 @@ class ObservabilityMiddleware:
         return "unmatched"
 
 
-def _request_id(scope: Scope) -> str:
-    """The client's X-Request-ID where it is a plain token, else a new one."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            offered = value.decode("latin-1").strip()
-            if _REQUEST_ID.fullmatch(offered):
-                return offered
-    return uuid.uuid4().hex
-
-
-def _access_line(scope: Scope, model: str, status: int, elapsed: float, request_id: str) -> None:
-    path = scope["path"].translate(_ESCAPED)
-    fields = {"method": scope["method"], "path": path, "model": model or None, "status": status,
-              "latency_ms": round(elapsed * 1000.0, 2), "request_id": request_id}  # fmt: skip
-    access_log.info(
-        "%s %s model=%s status=%d latency_ms=%.2f request_id=%s",
-        scope["method"], path, model or "-", status, elapsed * 1000.0, request_id, extra=fields,
-    )  # fmt: skip
+def _request_id_of(scope: Scope) -> str:
+    return request_id(value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id")
 
 
 class ApiKeyMiddleware:
@@ -134,7 +108,7 @@ class ApiKeyMiddleware:
             return
         admin = self.admin_key is not None and scope["path"].startswith(self.admin_prefix)
         key = self.admin_key if admin else self.api_key
-        if key is None or _offers(scope, key):
+        if key is None or offers_key(scope["headers"], key):
             await self.app(scope, receive, send)
             return
         error = ServiceError(
@@ -148,20 +122,6 @@ class ApiKeyMiddleware:
 def _public(path: str) -> bool:
     """Probes, scrapes, the page and the docs: open without the key, and kept out of the request metrics."""
     return path in OPERATIONAL_PATHS or path.startswith(PUBLIC_PREFIX)
-
-
-def _offers(scope: Scope, key: bytes) -> bool:
-    """Whether the request carries `key` as X-API-Key or as a bearer token."""
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            offered = value.strip()
-        elif name == b"authorization" and value[:7].lower() == b"bearer ":
-            offered = value[7:].strip()
-        else:
-            continue
-        if hmac.compare_digest(offered, key):
-            return True
-    return False
 
 
 class BodyLimitMiddleware:

@@ -8,18 +8,15 @@ line, and a ServiceError turned into the gRPC status and the message HTTP would 
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from .. import __version__
+from .. import __version__, access
 from ..core import Core
 from ..errors import ServiceError
 from ..metrics import Metrics
@@ -32,7 +29,6 @@ from . import convert
 from .protocol import grpc_service_pb2 as pb
 from .protocol import grpc_service_pb2_grpc as pb_grpc
 
-access_log = logging.getLogger("mobilenet_serve.access")
 log = logging.getLogger("mobilenet_serve.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
@@ -48,7 +44,6 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 Reply = TypeVar("Reply")
 
 
@@ -146,7 +141,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         """Run `handler` with the key checked, counted, timed and logged; a ServiceError aborts the call."""
         started = time.perf_counter()
         metadata = {key: value for key, value in context.invocation_metadata() or ()}
-        request_id = _request_id(metadata)
+        request_id = access.request_id([str(metadata.get("x-request-id", ""))])
         context.set_trailing_metadata((("x-request-id", request_id),))
         label = model if models.is_store_name(self.core, model) else ""
         status = 500
@@ -168,35 +163,22 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             endpoint = f"grpc:{method}"
             self.metrics.requests.labels(endpoint, label, str(status)).inc()
             self.metrics.request_duration.labels(endpoint, label).observe(elapsed)
-            fields = {"method": "GRPC", "path": f"/{SERVICE}/{method}", "model": label or None, "status": status,
-                      "latency_ms": round(elapsed * 1000.0, 2), "request_id": request_id}  # fmt: skip
-            access_log.info(
-                "GRPC /%s/%s model=%s status=%d latency_ms=%.2f request_id=%s",
-                SERVICE, method, label or "-", status, elapsed * 1000.0, request_id, extra=fields,
-            )  # fmt: skip
+            access.access_line("GRPC", f"/{SERVICE}/{method}", label, status, elapsed, request_id)
 
     def _authenticate(self, metadata: dict[str, Any], admin: bool) -> None:
         admin = admin and self.admin_key is not None
         key = self.admin_key if admin else self.api_key
-        if key is None or _offers(metadata, key):
+        if key is None or access.offers_key(_as_headers(metadata), key):
             return
         raise ServiceError(
             401, f"missing or wrong {'admin ' if admin else ''}API key; send it as x-api-key or authorization: Bearer"
         )
 
 
-def _offers(metadata: dict[str, Any], key: bytes) -> bool:
-    """Whether the call's metadata carries `key` as x-api-key or as a bearer token (compared in constant time)."""
-    offered = [str(metadata.get("x-api-key", "")).strip()]
-    authorization = str(metadata.get("authorization", ""))
-    if authorization[:7].lower() == "bearer ":
-        offered.append(authorization[7:].strip())
-    return any(value and hmac.compare_digest(value.encode(), key) for value in offered)
-
-
-def _request_id(metadata: dict[str, Any]) -> str:
-    offered = str(metadata.get("x-request-id", "")).strip()
-    return offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+def _as_headers(metadata: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """Call metadata as the (name, value) byte pairs an HTTP request's headers are."""
+    return [(name.encode("latin-1"), value if isinstance(value, bytes) else str(value).encode("latin-1"))
+            for name, value in metadata.items()]  # fmt: skip
 
 
 def _no_parameters(entries: Any, what: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import IMAGES, V1_SMALL, wait_until_app_ready
 
-from service import middleware, rest, rest_status, v2
+from service import access, middleware, rest, rest_status, v2
 from service.app import create_app
 from service.config import Settings
 from service.middleware import PAGE_PATHS, PUBLIC_PREFIX, UNAUTHENTICATED_PATHS
@@ -166,6 +166,6 @@ def test_open_routes_need_no_key(client: TestClient) -> None:
 
 
 def test_key_comparison_is_constant_time() -> None:
-    source = inspect.getsource(middleware.ApiKeyMiddleware) + inspect.getsource(middleware._offers)
+    source = inspect.getsource(middleware.ApiKeyMiddleware) + inspect.getsource(access.offers_key)
     assert "compare_digest(" in source
     assert "== key" not in source and "key ==" not in source and "== self." not in source
