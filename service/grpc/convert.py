@@ -8,7 +8,6 @@ Outputs always go back as `raw_output_contents`.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +21,6 @@ from ..oip.schemas import InferenceRequest, InputTensor, ModelMetadata, OutputTe
 from .protocol import grpc_service_pb2 as pb
 from .protocol import model_config_pb2
 
-_LENGTH = struct.Struct("<I")
 # The typed contents field of each datatype this server takes (image: FP32, image_bytes: BYTES).
 _CONTENTS = {"FP32": ("fp32_contents", "<f4")}
 
@@ -71,7 +69,7 @@ def infer_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, list
 def _contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor) -> bytes:
     """Typed contents as raw bytes; only FP32 and BYTES, the datatypes the models take."""
     if tensor.datatype == "BYTES":
-        return b"".join(_LENGTH.pack(len(element)) + element for element in tensor.contents.bytes_contents)
+        return tensors.packed_bytes(tensor.contents.bytes_contents)
     field = _CONTENTS.get(tensor.datatype)
     if field is None:
         # Checked against the model later; no data means an empty tensor, refused there with the shape's count.

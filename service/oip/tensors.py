@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -155,4 +155,9 @@ def _flatten(data: Any, tensor: InputTensor) -> list[Any]:
 def raw_bytes(output: OutputTensor) -> bytes:
     if isinstance(output.value, np.ndarray):
         return np.ascontiguousarray(output.value, dtype="<f4").tobytes()
-    return b"".join(_LENGTH.pack(len(element)) + element for element in output.value)
+    return packed_bytes(output.value)
+
+
+def packed_bytes(elements: Iterable[bytes]) -> bytes:
+    """BYTES elements in the binary layout: each one after its length as a little-endian uint32."""
+    return b"".join(_LENGTH.pack(len(element)) + element for element in elements)
