@@ -151,6 +151,11 @@ def mask_png(seg_logits: np.ndarray, size: tuple[int, int]) -> bytes:
     image = Image.fromarray(np.ascontiguousarray(mask))
     # putpalette turns the "L" image into "P" with the same pixel values, so they stay class ids.
     image.putpalette(VOC_PALETTE)
+    return png_bytes(image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """A mask as PNG, compressed lightly: masks compress well anyway, and the encoder's time is the request's."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=1)
     return buffer.getvalue()

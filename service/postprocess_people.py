@@ -8,13 +8,12 @@ back bilinearly, as MediaPipe's TensorsToSegmentationCalculator does, before it 
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from .postprocess import Answer, Encoded, json_answer, model_headers
+from .postprocess import VOC_PALETTE, Answer, Encoded, json_answer, model_headers, png_bytes
 from .preprocess import letterbox
 from .ssd import detect
 
@@ -25,7 +24,8 @@ if TYPE_CHECKING:
 PERSON_THRESHOLD = 0.5
 METHOD_SSD = "ssd"
 # Mask pixel values: 0 background, 1 person; the person is drawn in PASCAL VOC's colour for "person".
-_PERSON_PALETTE = [0, 0, 0, 192, 128, 128] + [0, 0, 0] * 254
+_VOC_PERSON = 15
+_PERSON_PALETTE = VOC_PALETTE[:3] + VOC_PALETTE[3 * _VOC_PERSON : 3 * _VOC_PERSON + 3] + [0, 0, 0] * 254
 
 
 def encode_face_detect(answer: Answer, min_score: float | None) -> Encoded:
@@ -80,7 +80,5 @@ def encode_person_segment(answer: Answer, matte: bool) -> Encoded:
     else:
         image = Image.fromarray((probability > PERSON_THRESHOLD).astype(np.uint8))
         image.putpalette(_PERSON_PALETTE)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=1)
     headers: dict[str, Any] = {**model_headers(answer), "X-Mask": "matte" if matte else "person"}
-    return Encoded(buffer.getvalue(), "image/png", headers)
+    return Encoded(png_bytes(image), "image/png", headers)

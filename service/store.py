@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .preprocess import PreprocessSpec
+from .preprocess import MEDIAPIPE_CROPS, PreprocessSpec
 from .ssd import DetectorSpec, parse_detector
 from .tasks import MANIFEST_TASKS
 
@@ -17,7 +17,7 @@ log = logging.getLogger("mobilenet_serve.store")
 
 # Directories of the store that hold no variant (see model_store/README.md).
 NON_VARIANT_DIRS = {"sources", "build", "__pycache__"}
-CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none", "letterbox", "stretch"}
+CROP_MODES = {"central_fraction", "resize_shorter_center_crop", "none", *MEDIAPIPE_CROPS}
 
 
 class StoreError(Exception):
