@@ -66,22 +66,25 @@ class Outside:
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def _record(self, request: Request) -> None:
-        if urlsplit(request.url).hostname in LOOPBACK_HOSTS or urlsplit(request.url).scheme in ("data", "blob"):
+        address = urlsplit(request.url)
+        if address.hostname in LOOPBACK_HOSTS or address.scheme in ("data", "blob"):
             return
         if request.failure == "csp":  # stopped by the page's policy before it left the browser
             return
         self.requests.append(f"{request.url} ({request.failure or 'sent'})")
 
 
-def open_page(browser: Browser, url: str, api_key: str | None, outside: Outside) -> Page:
-    """The page at `url`, with the API key entered once in its form, and the models listed."""
+def open_page(
+    browser: Browser, url: str, api_key: str | None, outside: Outside, until: str = "body[data-ready=true]"
+) -> Page:
+    """The page at `url`, with the API key entered once in its form, once `until` is there (the models listed)."""
     page = browser.new_page(viewport=VIEWPORT)
     outside.watch(page)
     page.goto(url + "/")
     if api_key is not None:
         page.fill("#api-key", api_key)
         page.click("#key-form button[type=submit]")
-    page.locator("body[data-ready=true]").wait_for(state="attached")
+    page.locator(until).wait_for(state="attached")
     return page
 
 

@@ -181,7 +181,7 @@ def test_an_unknown_model_shows_the_api_s_own_message(page: Page) -> None:
 def test_the_key_is_asked_for_once_and_sent_as_a_header_never_in_a_url(
     browser: Browser, page_server: ServerProcess, outside: Outside
 ) -> None:
-    keyless = open_page_without_key(browser, page_server.url, outside)
+    keyless = open_page(browser, page_server.url, None, outside, until="#error:not([hidden])")
     assert keyless.inner_text("#error").startswith("401: missing or wrong API key")
     assert keyless.evaluate("document.activeElement.id") == "api-key"
     keyless.close()
@@ -201,14 +201,6 @@ def test_the_key_is_asked_for_once_and_sent_as_a_header_never_in_a_url(
     assert all(request.all_headers().get("x-api-key") == API_KEY for request in calls)
     assert all(API_KEY not in request.url for request in sent)
     page.close()
-
-
-def open_page_without_key(browser: Browser, url: str, outside: Outside) -> Page:
-    page = browser.new_page()
-    outside.watch(page)
-    page.goto(url + "/")
-    page.locator("#error:not([hidden])").wait_for()
-    return page
 
 
 def test_usable_by_keyboard_alone(page: Page) -> None:
