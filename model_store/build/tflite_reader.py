@@ -5,6 +5,7 @@ Only what the converter needs; the flatbuffer accessors of the `tflite` package 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,60 +86,56 @@ def _quant(raw: Any) -> Quant | None:
     )
 
 
+def _activation(opt: Any) -> dict[str, Any]:
+    return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
+
+
+def _conv(opt: Any) -> dict[str, Any]:
+    return {
+        "padding": _PADDING[opt.Padding()],
+        "strides": (opt.StrideH(), opt.StrideW()),
+        "dilations": (opt.DilationHFactor(), opt.DilationWFactor()),
+        **_activation(opt),
+    }
+
+
+def _pool(opt: Any) -> dict[str, Any]:
+    return {
+        "padding": _PADDING[opt.Padding()],
+        "strides": (opt.StrideH(), opt.StrideW()),
+        "kernel": (opt.FilterHeight(), opt.FilterWidth()),
+        **_activation(opt),
+    }
+
+
+# Each op's builtin options table, and what is read from it.
+_OPTION_READERS: dict[str, tuple[Any, Callable[[Any], dict[str, Any]]]] = {
+    "CONV_2D": (tflite.Conv2DOptions, _conv),
+    "DEPTHWISE_CONV_2D": (tflite.DepthwiseConv2DOptions, _conv),
+    "AVERAGE_POOL_2D": (tflite.Pool2DOptions, _pool),
+    "MAX_POOL_2D": (tflite.Pool2DOptions, _pool),
+    "MUL": (tflite.MulOptions, _activation),
+    "ADD": (tflite.AddOptions, _activation),
+    "FULLY_CONNECTED": (tflite.FullyConnectedOptions, _activation),
+    "DEPTH_TO_SPACE": (tflite.DepthToSpaceOptions, lambda opt: {"block_size": opt.BlockSize()}),
+    "CONCATENATION": (tflite.ConcatenationOptions, lambda opt: {"axis": opt.Axis(), **_activation(opt)}),
+    "RESIZE_BILINEAR": (
+        tflite.ResizeBilinearOptions,
+        lambda opt: {"align_corners": opt.AlignCorners(), "half_pixel_centers": opt.HalfPixelCenters()},
+    ),
+    "MEAN": (tflite.ReducerOptions, lambda opt: {"keep_dims": opt.KeepDims()}),
+}
+
+
 def _options(kind: str, op: Any) -> dict[str, Any]:
     table = op.BuiltinOptions()
-    if table is None:
+    reader = _OPTION_READERS.get(kind)
+    if table is None or reader is None:
         return {}
-    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        cls = tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions
-        opt = cls()
-        opt.Init(table.Bytes, table.Pos)
-        return {
-            "padding": _PADDING[opt.Padding()],
-            "strides": (opt.StrideH(), opt.StrideW()),
-            "dilations": (opt.DilationHFactor(), opt.DilationWFactor()),
-            "activation": _ACTIVATIONS[opt.FusedActivationFunction()],
-        }
-    if kind == "AVERAGE_POOL_2D":
-        opt = tflite.Pool2DOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {
-            "padding": _PADDING[opt.Padding()],
-            "strides": (opt.StrideH(), opt.StrideW()),
-            "kernel": (opt.FilterHeight(), opt.FilterWidth()),
-            "activation": _ACTIVATIONS[opt.FusedActivationFunction()],
-        }
-    if kind == "MAX_POOL_2D":
-        return _options("AVERAGE_POOL_2D", op)
-    if kind == "MUL":
-        opt = tflite.MulOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
-    if kind == "DEPTH_TO_SPACE":
-        opt = tflite.DepthToSpaceOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"block_size": opt.BlockSize()}
-    if kind == "ADD":
-        opt = tflite.AddOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
-    if kind == "FULLY_CONNECTED":
-        opt = tflite.FullyConnectedOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
-    if kind == "CONCATENATION":
-        opt = tflite.ConcatenationOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"axis": opt.Axis(), "activation": _ACTIVATIONS[opt.FusedActivationFunction()]}
-    if kind == "RESIZE_BILINEAR":
-        opt = tflite.ResizeBilinearOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"align_corners": opt.AlignCorners(), "half_pixel_centers": opt.HalfPixelCenters()}
-    if kind == "MEAN":
-        opt = tflite.ReducerOptions()
-        opt.Init(table.Bytes, table.Pos)
-        return {"keep_dims": opt.KeepDims()}
-    return {}
+    options_class, read = reader
+    opt = options_class()
+    opt.Init(table.Bytes, table.Pos)
+    return read(opt)
 
 
 def _custom_options(kind: str, op: Any) -> dict[str, Any]:
