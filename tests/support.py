@@ -5,6 +5,7 @@ test images, /metrics parsing, waiting for an in-process app to load its models,
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import harness
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,3 +112,12 @@ def wait_until_app_ready(client: httpx.Client, path: str = "/readyz", timeout: f
     while client.get(path).status_code != 200:
         assert time.monotonic() < deadline, f"{path} did not answer 200 within {timeout} s"
         time.sleep(0.05)
+
+
+def require_tool(found: object, install_hint: str) -> None:
+    """A test's system tool (a Debian package .ci/run installs): a skip without it here, a failure under CI,
+    where its absence means the set-up is broken rather than the machine lacking it."""
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(install_hint)
+        pytest.skip(install_hint)

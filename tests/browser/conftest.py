@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from browser import INSTALL_HINT, Outside, chromium, chromium_path, open_page
 from harness import ServerProcess, running_server
 from playwright.sync_api import Browser, Page
-from support import DEEPLAB, FACE_SHORT, SELFIE, TV_FP32, TV_INT8, V1_SMALL
+from support import DEEPLAB, FACE_SHORT, SELFIE, TV_FP32, TV_INT8, V1_SMALL, require_tool
 
 API_KEY = "page-test-key"
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -31,11 +30,7 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 # which would make asyncio.run() fail in the tests of other folders that run after these.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if chromium_path() is None:
-        # CI installs the browser (.ci/run): there, a missing one is a failure, not a reason to skip.
-        if os.environ.get("CI"):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require_tool(chromium_path(), INSTALL_HINT)
     with chromium() as launched:
         yield launched
 

@@ -9,7 +9,6 @@ too, and test_monitoring.py already checks those.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from chart import ALL_OPTIONS, NAMESPACE, one, rendered
+from support import require_tool
 
 PROMTOOL = shutil.which("promtool")
 INSTALL_HINT = "these tests need promtool: `apt-get install prometheus` (.ci/run installs it)"
@@ -131,11 +131,8 @@ def cases() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    if PROMTOOL is None:
-        # CI installs it (.ci/run): there, a missing promtool is a failure, not a reason to skip.
-        if os.environ.get("CI"):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require_tool(PROMTOOL, INSTALL_HINT)
+    assert PROMTOOL is not None
     return PROMTOOL
 
 

@@ -7,7 +7,6 @@ so the dashboard's and the alerts' selectors match as they do in a cluster.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from chart import NAMESPACE, one, rendered
 from harness import ServerProcess, free_port, running_server
-from support import IMAGES, TV_INT8, V1_SMALL
+from support import IMAGES, TV_INT8, V1_SMALL, require_tool
 from test_alert_rules import INSTALL_HINT
 from test_monitoring import dashboard
 
@@ -43,10 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, server: ServerProcess) -> Iterator[httpx.Client]:
-    if PROMETHEUS is None:
-        if os.environ.get("CI"):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require_tool(PROMETHEUS, INSTALL_HINT)
+    assert PROMETHEUS is not None
     folder = tmp_path_factory.mktemp("prometheus")
     groups = one(rendered("all-options"), "PrometheusRule")["spec"]["groups"]
     (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
