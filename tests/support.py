@@ -81,6 +81,19 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     )
 
 
+def wait_until_all_arrived(url: str, model: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until `count` images of `model` are in its queue or past preprocessing, so that a test can act while
+    the later ones are still queued (waiting for all to be preprocessed leaves only the last batch to run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        queued = metric_value(text, "mobilenet_queue_depth", model=model)
+        if queued + metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=model) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{count} images of {model} did not arrive within {timeout} s")
+
+
 def runs_larger_than_one(metrics_text: str, model: str) -> float:
     """ONNX Runtime runs of `model` that carried more than one image, from the batch-size histogram."""
     count = metric_value(metrics_text, "mobilenet_batch_size_count", model=model)

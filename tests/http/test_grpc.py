@@ -27,7 +27,7 @@ import pytest
 import tritonclient.grpc as triton
 import tritonclient.http as triton_http
 from harness import ServerProcess, free_port, running_server, start_server
-from support import DEEPLAB, STORE, TV_FP32, V1, V1_SMALL, image_bytes, metric_value
+from support import DEEPLAB, STORE, TV_FP32, V1, V1_SMALL, image_bytes, metric_value, wait_until_all_arrived
 from tritonclient.utils import InferenceServerException
 
 from service.grpc.protocol import grpc_service_pb2 as pb
@@ -341,13 +341,8 @@ def test_sigterm_drains_grpc_calls_in_flight(tmp_path: Path) -> None:
     try:
         with triton.InferenceServerClient(grpc_address(server)) as grpc, ThreadPoolExecutor(in_flight) as pool:
             calls = [pool.submit(grpc.infer, DEEPLAB, [encoded(("cat_720p.jpg",))]) for _ in range(in_flight)]
-            # DeepLab at 513 px takes well over 100 ms an image on two cores: wait until all are queued or running.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                text = httpx.get(server.url + "/metrics", timeout=5).text
-                if metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=DEEPLAB) >= in_flight:
-                    break
-                time.sleep(0.01)
+            # DeepLab at 513 px takes well over 100 ms an image on two cores: once all have arrived, most are queued.
+            wait_until_all_arrived(server.url, DEEPLAB, in_flight)
             server.process.send_signal(signal.SIGTERM)
             assert sum(call.done() for call in calls) < in_flight, "the calls should still be in flight"
             time.sleep(0.3)

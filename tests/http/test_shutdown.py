@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from harness import start_server
-from support import DEEPLAB, V1_SMALL, image_bytes, metric_value
+from support import DEEPLAB, V1_SMALL, image_bytes, wait_until_all_arrived
 
 from service.draining_server import answer_backlog
 from service.raw_refusal import SHUTTING_DOWN_REFUSAL
@@ -41,14 +41,8 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
             futures = [pool.submit(segment, i) for i in range(in_flight)]
             sent.wait()
-            # DeepLab at 513 px takes well over 100 ms per image on two cores: wait until all are queued or running.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                text = httpx.get(server.url + "/metrics", timeout=5).text
-                started = metric_value(text, "mobilenet_preprocess_duration_seconds_count", model=DEEPLAB)
-                if started >= in_flight:
-                    break
-                time.sleep(0.01)
+            # DeepLab at 513 px takes well over 100 ms per image on two cores: once all have arrived, most are queued.
+            wait_until_all_arrived(server.url, DEEPLAB, in_flight)
             server.process.send_signal(signal.SIGTERM)
             assert sum(f.done() for f in futures) < in_flight, "the requests should still be in flight"
             time.sleep(0.3)
