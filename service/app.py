@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from . import __version__, rest, rest_status, v2, web
+from .auto_select import follow_load
 from .config import Settings
 from .core import Core
 from .error_handlers import ErrorFormats, install_error_handlers
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name="watch-store",
         )
         polling = asyncio.create_task(_poll_when_loaded(loading, repository, settings), name="poll-store")
+        following = asyncio.create_task(follow_load(lambda: registry.auto), name="auto-follow-load")
         trimming = PeriodicTrim(settings.heap_trim_interval_seconds) if settings.heap_trim_interval_seconds else None
         if trimming is not None:
             trimming.start()
@@ -64,10 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # gRPC began to drain with HTTP at SIGTERM; its calls in flight finish here (without SIGTERM, it stops now).
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_seconds)
-            for task in (loading, watching, polling):
+            tasks = (loading, watching, polling, following)
+            for task in tasks:
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(loading, watching, polling, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if trimming is not None:
                 trimming.stop()
             await registry.close(settings.shutdown_grace_seconds)

@@ -6,10 +6,10 @@ work queued and running on the shared cores: each model's queue depth times its 
 image, over the cores) plus the point's own time. The wait counts `wait_factor` times against the
 budget: it is the part of the prediction that varies.
 
-That rule alone flaps: at a light load, the costliest point is predicted within the budget at every
-arrival, yet the load may not sustain it, so the queue grows until the choice drops, drains, and grows
-again. A ceiling (`Ceiling`) therefore follows the load with hysteresis: down at once when the queue
-says the load outgrows the point, back up one point at a time after quiet spells of `hold_seconds`.
+That rule alone flaps, so a ceiling (auto_ceiling.py) bounds the choice: it comes down at once when the
+queue says the load outgrows the point, and climbs back one point at a time while the cores have room
+for the next. It is fed every SAMPLE_SECONDS (`follow_load`) besides at each auto request, so that it
+sees the load of every model's requests: a spell without auto requests is quiet only if the server was.
 
 The budget is soft: when no point is predicted within it, the cheapest point answers. A point whose
 model's queue is full is passed over while another can take the request, so that auto degrades where a
@@ -18,13 +18,14 @@ fixed model refuses. `min_top1` is a floor: points below it are never chosen.
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .auto_ceiling import Ceiling
 from .calibration import Timing
 from .config import AutoConfig
 from .errors import ServiceError
@@ -34,13 +35,7 @@ from .store import Variant
 from .tradeoffs import PROFILE_NAME, on_frontier
 
 AUTO = "auto"
-# The ceiling comes down when the predicted completion at it passes this share of the target (the default
-# budget), and goes up once the next point up would stay under UP_BELOW of it: the band between is hysteresis.
-DOWN_AT = 0.4
-UP_BELOW = 0.2
-MIN_SETTLE_SECONDS = 0.4
-SMOOTHING_SECONDS = 0.2
-MAX_HOLD_FACTOR = 8
+SAMPLE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -88,62 +83,6 @@ class Unavailable:
         return ServiceError(self.status, self.reason, code=self.code)
 
 
-class Ceiling:
-    """The most accurate frontier point the load lets auto choose now: hysteresis between load and choice.
-
-    It follows the queue wait smoothed over SMOOTHING_SECONDS, so that one burst does not move it. It
-    comes down when the predicted completion at the ceiling passes DOWN_AT of the target, in proportion
-    to how far it is over, then lets the items queued before the step drain before it judges again. It
-    climbs one point after `hold_seconds` in which the next point up would have been predicted under
-    UP_BELOW of the target (an idle spell counts). A climb undone within twice its hold was a failed probe:
-    the hold before that climb doubles, up to MAX_HOLD_FACTOR times, so a load that sits between two
-    points keeps to the lower one instead of trying the higher one every `hold_seconds`.
-    """
-
-    def __init__(self, costs_ms: list[float], target_ms: float, hold_seconds: float, now: float) -> None:
-        self._costs = costs_ms  # each frontier point's own time, cheapest first
-        self._target_ms = target_ms
-        self._base_hold = hold_seconds
-        self._holds = [hold_seconds] * len(costs_ms)  # before climbing from each point to the next
-        self.level = len(costs_ms) - 1
-        self._wait_ms = 0.0
-        self._at = now
-        self._settled_at = now  # the next step down waits for this
-        self._quiet_since = now
-        self._climbed_at = -math.inf  # into the current level
-
-    def update(self, wait_ms: float, now: float) -> int:
-        self._wait_ms += (1.0 - math.exp(-(now - self._at) / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
-        self._at = now
-        wait = self._wait_ms
-        predicted = wait + self._costs[self.level]
-        if predicted > DOWN_AT * self._target_ms:
-            self._quiet_since = now
-            if now >= self._settled_at and self.level > 0:
-                self._step_down(predicted, now)
-        elif self.level + 1 < len(self._costs) and wait + self._costs[self.level + 1] > UP_BELOW * self._target_ms:
-            self._quiet_since = now
-        else:
-            self._climb(now)
-        return self.level
-
-    def _step_down(self, predicted: float, now: float) -> None:
-        below = self.level - 1
-        if now - self._climbed_at < 2 * self._holds[below]:
-            self._holds[below] = min(self._holds[below] * 2, MAX_HOLD_FACTOR * self._base_hold)
-        wanted = self._costs[self.level] * DOWN_AT * self._target_ms / predicted
-        self.level = max(0, min(below, bisect.bisect_right(self._costs, wanted) - 1))
-        self._settled_at = now + max(MIN_SETTLE_SECONDS, self._wait_ms / 1000.0)
-
-    def _climb(self, now: float) -> None:
-        if self.level > 0 and now - self._climbed_at >= 4 * self._holds[self.level - 1]:
-            self._holds[self.level - 1] = self._base_hold  # the last climb held: the load has moved
-        while self.level + 1 < len(self._costs) and now - self._quiet_since >= self._holds[self.level]:
-            self._quiet_since += self._holds[self.level]
-            self.level += 1
-            self._climbed_at = now
-
-
 # Whether a model's queue takes `count` more images now.
 Admits = Callable[[str, int], bool]
 
@@ -154,6 +93,7 @@ class AutoSelector:
         frontier: list[Point],
         config: AutoConfig,
         wait_ms: Callable[[], float],
+        cpu_seconds: Callable[[], float],
         admits: Admits,
         cores: int,
         metrics: Metrics,
@@ -161,9 +101,11 @@ class AutoSelector:
     ) -> None:
         self.frontier = sorted(frontier, key=lambda point: point.service_ms)  # cheapest, least accurate first
         costs = [point.service_ms for point in self.frontier]
-        self._ceiling = Ceiling(costs, config.default_budget_ms, config.hold_seconds, clock())
+        self._ceiling = Ceiling(costs, config.default_budget_ms, config.hold_seconds, cores, clock())
         self._clock = clock
         self._wait_ms = wait_ms
+        self._cpu_seconds = cpu_seconds
+        self._requests = 0
         self._admits = admits
         self._cores = cores
         self._wait_factor = config.wait_factor
@@ -178,8 +120,9 @@ class AutoSelector:
                 f"min_top1 {min_top1:g} is above every point auto can choose (the most accurate reaches {best:g})",
                 code="min_top1_unreachable",
             )
+        self._requests += 1
         wait = self._wait_ms()
-        level = self._ceiling.update(wait, self._clock())
+        level = self._update_ceiling(wait)
         # Below the ceiling, or the cheapest point above the accuracy floor where the ceiling is below it.
         allowed = [point for point in floor if point.service_ms <= self.frontier[level].service_ms] or floor[:1]
         # A request's images spread over the cores: each core runs ceil(images / cores) of them in turn.
@@ -191,13 +134,31 @@ class AutoSelector:
         labels = (point.model, str(point.resolution))
         self._metrics.auto_selections.labels(*labels, "within" if fitting else "over").inc()
         self._metrics.auto_predicted.labels(*labels).observe(choice.predicted_ms / 1000.0)
+        return choice
+
+    def follow(self) -> None:
+        """Feed the ceiling the load now, between auto requests, and the CPU used (too costly to read per request)."""
+        self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, self._clock()))
+        self._update_ceiling(self._wait_ms())
+
+    def _update_ceiling(self, wait: float) -> int:
+        level = self._ceiling.update(wait, self._clock())
         self._metrics.auto_wait.set(wait / 1000.0)
         self._metrics.auto_ceiling.set(self.frontier[level].top1)
-        return choice
+        return level
 
     def observe(self, choice: Choice, seconds: float) -> None:
         """The answered request's latency, beside its prediction in the metrics."""
         self._metrics.auto_latency.labels(choice.point.model, str(choice.point.resolution)).observe(seconds)
+
+
+async def follow_load(selector: Callable[[], AutoSelector | Unavailable | None]) -> None:
+    """Feed the current selector's ceiling every SAMPLE_SECONDS, until cancelled."""
+    while True:
+        auto = selector()
+        if isinstance(auto, AutoSelector):
+            auto.follow()
+        await asyncio.sleep(SAMPLE_SECONDS)
 
 
 def build_selector(
@@ -206,6 +167,7 @@ def build_selector(
     profile: Profile | None,
     timings: dict[tuple[str, int], Timing],
     wait_ms: Callable[[], float],
+    cpu_seconds: Callable[[], float],
     admits: Admits,
     cores: int,
     metrics: Metrics,
@@ -233,7 +195,7 @@ def build_selector(
         for p, on in zip(usable, flags, strict=True)
         if on
     ]
-    return AutoSelector(frontier, config, wait_ms, admits, cores, metrics)
+    return AutoSelector(frontier, config, wait_ms, cpu_seconds, admits, cores, metrics)
 
 
 def _is_candidate(config: AutoConfig, point: dict[str, Any]) -> bool:

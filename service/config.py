@@ -53,7 +53,7 @@ class AutoConfig(BaseModel):
     # The latency budget of a request that names none.
     default_budget_ms: float = Field(default=100.0, gt=0.0)
     # How many times the predicted queue wait counts against the budget: the margin for its variance.
-    wait_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+    wait_factor: float = Field(default=1.5, ge=1.0, le=100.0)
     # The quiet spell after which auto's ceiling climbs one point back up the frontier (auto_select.Ceiling):
     # larger, steadier under a fluctuating load and slower to climb back once it has fallen.
     hold_seconds: float = Field(default=1.0, gt=0.0, le=600.0)

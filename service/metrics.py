@@ -130,6 +130,11 @@ class Metrics:
             "model=auto: top-1 (percent) of the most accurate point the load lets it choose now.",
             registry=self.registry,
         )
+        self.auto_busy = Gauge(
+            "mobilenet_auto_cpu_busy",
+            "model=auto: the share of the cores the server used, averaged over auto.hold_seconds; its climbs judge it.",
+            registry=self.registry,
+        )
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when the scraper accepts it, else Prometheus text."""

@@ -17,6 +17,7 @@ from .calibration import CalibrationTarget, Timing, calibrate
 from .config import BatchingConfig, Settings
 from .cpu_affinity import instance_cpus
 from .cpu_shares import CpuShares
+from .cpu_use import CpuUse
 from .decoder_setup import start_decoders, start_large_images
 from .decoders import DecoderPool
 from .errors import ServiceError
@@ -78,6 +79,7 @@ class Registry:
         self.timings: dict[tuple[str, int], Timing] = {}
         self.profile: Profile | None = None  # the store's tradeoffs.json (frontier.py)
         self.auto: AutoSelector | Unavailable | None = None  # once loaded
+        self._cpu = CpuUse()
         self._loads = itertools.count()
 
     async def load(self) -> None:
@@ -119,8 +121,9 @@ class Registry:
         cores = self.shares.cores
         variants = [model.variant for model in self.classifiers()]
         auto = build_selector(
-            self._settings.auto, variants, self.profile, self.timings, self._wait_ms, self._admits, cores, self._metrics
-        )
+            self._settings.auto, variants, self.profile, self.timings, self._wait_ms, self._cpu.seconds, self._admits,
+            cores, self._metrics,
+        )  # fmt: skip
         if isinstance(auto, Unavailable):
             log.warning("model=auto unavailable: %s", auto.reason)
         else:

@@ -11,7 +11,8 @@ import json
 import pytest
 from support import STORE, V1_SMALL, metric_value
 
-from service.auto_select import MAX_HOLD_FACTOR, AutoSelector, Ceiling, Point, Unavailable, build_selector
+from service.auto_ceiling import MAX_HOLD_FACTOR, Ceiling
+from service.auto_select import AutoSelector, Point, Unavailable, build_selector
 from service.calibration import Timing
 from service.config import AutoConfig
 from service.errors import ServiceError
@@ -27,20 +28,24 @@ POINTS = [  # cheapest first, as on a frontier
     Point("large", 224, 79.0, 13.0),
 ]
 BUDGET = 100.0
+CORES = 2
 
 
 class Load:
-    """The test's clock and queue wait."""
+    """The test's clock, queue wait and the server's CPU seconds."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.wait = 0.0
+        self.cpu = 0.0
         self.full: set[str] = set()
 
     def selector(self, **config: float) -> AutoSelector:
         settings = AutoConfig(default_budget_ms=BUDGET, **config)
         admits = lambda model, count: model not in self.full  # noqa: E731
-        return AutoSelector(POINTS, settings, lambda: self.wait, admits, 2, Metrics(), lambda: self.now)
+        return AutoSelector(
+            POINTS, settings, lambda: self.wait, lambda: self.cpu, admits, CORES, Metrics(), lambda: self.now
+        )
 
     def run(self, selector: AutoSelector, seconds: float, wait: float, step: float = 0.01) -> list[Point]:
         """Requests every `step` seconds for `seconds` under a queue wait of `wait` ms; the points chosen.
@@ -107,6 +112,34 @@ def test_the_ceiling_comes_down_under_load_and_climbs_back_one_point_per_quiet_h
     assert all(b - a >= 90 for a, b in zip(changes, changes[1:], strict=False))
 
 
+def test_the_ceiling_follows_the_load_between_auto_requests() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    load.wait = 60.0  # other models' requests fill the queues; no auto request comes
+    for _ in range(100):
+        load.now += 0.01
+        selector.follow()
+    load.wait = 0.0
+    assert selector.choose(10 * BUDGET, None).point == POINTS[0]
+
+
+@pytest.mark.parametrize(("busy", "climbs"), [(0.7, False), (0.45, True)])
+def test_a_climb_waits_for_room_on_the_cores(busy: float, climbs: bool) -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    for wait, seconds in ((80.0, 5.0), (0.0, 10.0)):  # down to the bottom, then quiet queues
+        load.wait = wait
+        for _ in range(round(seconds / 0.01)):  # auto requests at 100/s, the cores `busy` in use
+            load.now += 0.01
+            load.cpu += busy * CORES * 0.01
+            selector.choose(10 * BUDGET, None)
+            selector.follow()
+    # The next point up adds 2 ms an image at 100 images/s: 0.1 of two cores, past UP_BELOW from 0.7.
+    assert selector.choose(10 * BUDGET, None).point == (POINTS[-1] if climbs else POINTS[0])
+    text = selector._metrics.render()[0].decode()
+    assert metric_value(text, "mobilenet_auto_cpu_busy") == pytest.approx(busy, abs=0.01)
+
+
 def test_an_idle_spell_counts_as_quiet() -> None:
     load = Load()
     selector = load.selector(hold_seconds=1.0)
@@ -117,7 +150,7 @@ def test_an_idle_spell_counts_as_quiet() -> None:
 
 
 def test_a_failed_climb_doubles_the_hold_before_the_next_try() -> None:
-    ceiling = Ceiling([p.service_ms for p in POINTS], BUDGET, 1.0, now=0.0)
+    ceiling = Ceiling([p.service_ms for p in POINTS], BUDGET, 1.0, CORES, now=0.0)
     now = 0.0
     for _ in range(400):  # down to the bottom
         now += 0.01
@@ -154,7 +187,9 @@ def test_choices_are_counted_with_their_predictions() -> None:
 def _build(config: AutoConfig, profile: Profile | None, timed: bool = True) -> AutoSelector | Unavailable:
     variant = parse_variant(STORE / V1_SMALL)
     timings = {(V1_SMALL, r): Timing(1.0 + r / 100, 1.0, 4, 2.0) for r in variant.resolutions} if timed else {}
-    return build_selector(config, [variant], profile, timings, lambda: 0.0, lambda m, c: True, 2, Metrics())
+    return build_selector(
+        config, [variant], profile, timings, lambda: 0.0, lambda: 0.0, lambda m, c: True, 2, Metrics()
+    )
 
 
 def _profile() -> Profile:
@@ -193,5 +228,7 @@ def test_why_auto_is_unavailable(config: AutoConfig, profile: str | None, timed:
 
 
 def test_auto_needs_an_imagenet_classifier() -> None:
-    unavailable = build_selector(AutoConfig(), [], _profile(), {}, lambda: 0.0, lambda m, c: True, 2, Metrics())
+    unavailable = build_selector(
+        AutoConfig(), [], _profile(), {}, lambda: 0.0, lambda: 0.0, lambda m, c: True, 2, Metrics()
+    )
     assert isinstance(unavailable, Unavailable) and "ImageNet classifier" in unavailable.reason
