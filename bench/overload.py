@@ -3,13 +3,16 @@
 The default model's capacity is measured first (closed loop, 32 clients). Then, at each multiple of it,
 an open-loop generator (tests/open_loop.py, in a process of its own) sends Poisson arrivals at that
 rate to `/classify` with the fixed default model, and to `/classify?model=auto` with a 100 ms budget.
+Each run begins with `--warmup` seconds at its rate that are not counted: what is measured is the
+steady state at that rate, not how the previous run (another mode, another rate) left the queues and
+auto's ceiling.
 Per rate and mode it prints goodput (answers within the budget per second), p50/p99 from the scheduled
 send, refusals (429/503), timeouts, and the mean expected top-1 of the answers (the store profile's
 figure for each answer's model and resolution). A rate is held when at least 99% of the requests were
 answered within the budget and none was refused. For each rate it then finds the most accurate single
 fixed point (of auto's frontier) that holds it, to compare auto's mean expected top-1 with.
 
-    python bench/overload.py [--seconds 8] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
+    python bench/overload.py [--seconds 8] [--warmup 2] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ def summarise(mode: str, rate: float, sent: list[Sent], seconds: float, budget_s
 
 def drive(server: ServerProcess, mode: str, target: str, rate: float, args: argparse.Namespace, top1: dict) -> Row:
     bodies = [image.data for image in load_images()]
-    load = OpenLoop(LOOPBACK, server.port, target, bodies, rate, args.seconds, seed=int(rate))
-    sent = run(load)
+    load = OpenLoop(LOOPBACK, server.port, target, bodies, rate, args.warmup + args.seconds, seed=int(rate))
+    sent = [s for s in run(load) if s.scheduled >= args.warmup]
     time.sleep(PAUSE_SECONDS)
     return summarise(mode, rate, sent, args.seconds, args.budget_ms / 1000.0, top1)
 
@@ -99,7 +102,8 @@ def print_rows(rows: list[Row]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each open-loop run")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each open-loop run, as counted")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds at each run's rate before it counts")
     parser.add_argument("--multiples", default="0.5,1,2,3,4")
     parser.add_argument("--budget-ms", type=float, default=100.0)
     args = parser.parse_args()
