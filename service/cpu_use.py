@@ -1,7 +1,7 @@
 """The CPU time this server has used: its own threads and its decoder processes, for model=auto's view of the load.
 
 The queue wait says when the cores are overloaded; the CPU time says how close to it they run before a
-queue forms, which is what deciding to climb to a costlier point needs (auto_select.Ceiling).
+queue forms, which is what deciding to climb to a costlier point needs (auto_ceiling.Ceiling).
 """
 
 from __future__ import annotations
