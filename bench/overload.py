@@ -9,8 +9,9 @@ auto's ceiling.
 Per rate and mode it prints goodput (answers within the budget per second), p50/p99 from the scheduled
 send, refusals (429/503), timeouts, and the mean expected top-1 of the answers (the store profile's
 figure for each answer's model and resolution). A rate is held when at least 99% of the requests were
-answered within the budget and none was refused. For each rate it then finds the most accurate single
-fixed point (of auto's frontier) that holds it, to compare auto's mean expected top-1 with.
+answered within the budget and none was refused. Right after auto's run at each rate (this VM's speed
+drifts over minutes, so the runs compared should be close in time) it finds the most accurate single
+fixed point (of auto's frontier) that holds the rate, to compare auto's mean expected top-1 with.
 
     python bench/overload.py [--seconds 8] [--warmup 2] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
 """
@@ -90,6 +91,21 @@ def drive(server: ServerProcess, mode: str, target: str, rate: float, args: argp
     return summarise(mode, rate, sent, args.seconds, args.budget_ms / 1000.0, top1)
 
 
+def best_single_point(
+    server: ServerProcess, frontier: list[dict], start: int, rate: float, args: argparse.Namespace, top1: dict
+) -> tuple[list[Row], int | None]:
+    """The runs of single points from frontier[start] down until one holds `rate`, and its index (None: none)."""
+    tried = []
+    for index in range(start, -1, -1):
+        point = frontier[index]
+        name = f"{point['model']}@{point['resolution']}"
+        target = f"/classify?model={point['model']}&resolution={point['resolution']}&top_k=1"
+        tried.append(drive(server, name, target, rate, args, top1))
+        if tried[-1].held:
+            return tried, index
+    return tried, None
+
+
 def print_rows(rows: list[Row]) -> None:
     print("| mode | rate /s | goodput /s | within budget | p50 ms | p99 ms | refused | timeouts | late sends "
           "| mean expected top-1 | points answered |")  # fmt: skip
@@ -123,29 +139,21 @@ def main() -> None:
         names = [f"{p['model']}@{p['resolution']}" for p in frontier]
         print(f"auto's frontier: {', '.join(names)}\n")
         auto_target = f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&top_k=1"
-        rows = []
+        rows: list[Row] = []
+        single_rows: list[Row] = []
+        start: int | None = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one
         for multiple in multiples:
             rate = multiple * capacity
             rows.append(drive(server, "fixed", "/classify?top_k=1", rate, args, top1))
             rows.append(drive(server, "auto", auto_target, rate, args, top1))
+            if start is not None:
+                tried, start = best_single_point(server, frontier, start, rate, args, top1)
+                single_rows.extend(tried)
+                if start is None:
+                    print(f"(no single point holds {rate:.0f}/s, so none is tried at a higher rate)")
         print_rows(rows)
-        print("\nThe most accurate single fixed point that holds each rate:")
-        fixed_rows = []
-        start = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one
-        for multiple in multiples:
-            rate = multiple * capacity
-            for index in range(start, -1, -1):
-                point = frontier[index]
-                target = f"/classify?model={point['model']}&resolution={point['resolution']}&top_k=1"
-                row = drive(server, names[index], target, rate, args, top1)
-                fixed_rows.append(row)
-                if row.held:
-                    start = index
-                    break
-            else:
-                print(f"(no single point holds {rate:.0f}/s, so none holds a higher rate)")
-                break
-        print_rows(fixed_rows)
+        print("\nThe most accurate single point of auto's frontier that holds each rate, tried right after auto:")
+        print_rows(single_rows)
         held = {
             mode: max((r.rate for r in rows if r.mode == mode and r.held), default=0.0) for mode in ("fixed", "auto")
         }
