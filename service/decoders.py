@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .cpu_use import cpu_seconds
 from .decode_worker import READY
 from .errors import SHUTTING_DOWN, ServiceError
 from .preprocess import PreprocessSpec
@@ -116,7 +117,7 @@ class Decoder:
         try:
             if not self._ready:
                 self._ready = self._conn.poll(START_SECONDS) and self._conn.recv() == READY
-            used_before = _cpu_seconds(self._process.pid) if self._nice else 0.0
+            used_before = cpu_seconds(self._process.pid) if self._nice else 0.0
             self._conn.send((spec, resolution))
             self._conn.send_bytes(data)
             reply = self._conn.recv() if self._answered(used_before) else None
@@ -150,7 +151,7 @@ class Decoder:
             if not self._nice:
                 return False
             assert self._process is not None
-            wait = self._budget - (_cpu_seconds(self._process.pid) - used_before)
+            wait = self._budget - (cpu_seconds(self._process.pid) - used_before)
             if wait <= 0:
                 return False
         return True
@@ -182,16 +183,6 @@ class Decoder:
         self._stop()
         self._on_restart(model, reason)
         self._start()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (fields 14 and 15 of /proc/PID/stat, in clock ticks)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _shared_file() -> Any:
