@@ -47,6 +47,16 @@ class ServerProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def log_once(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it holds `text`, or as it is after `timeout` seconds: a request's access line is written
+        after its response has gone out, so a client can read the answer before the line is there."""
+        deadline = time.monotonic() + timeout
+        log = self.log_text()
+        while text not in log and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.log_text()
+        return log
+
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60.0), **kwargs)
 

@@ -173,9 +173,7 @@ def test_a_server_whose_models_all_failed_at_start_becomes_ready_with_a_load(tmp
     server = start_server(tmp_path / "server", config, store=store, wait_ready=False)
     try:
         with server.client() as http:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and "loaded 0 models" not in server.log_text():
-                time.sleep(0.2)
+            server.log_once("loaded 0 models", timeout=60)
             not_ready = http.get("/readyz")
             onnx_file.write_bytes(good)
             loaded = http.post(f"/v2/repository/models/{V1_SMALL}/load")

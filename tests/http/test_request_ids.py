@@ -26,7 +26,8 @@ def test_a_clients_id_is_kept_and_logged(client: httpx.Client, server: ServerPro
         headers={"content-type": "image/jpeg", "X-Request-ID": "trace-42.a"},
     )
     assert response.status_code == 200 and response.headers["x-request-id"] == "trace-42.a"
-    assert "POST /classify" in server.log_text() and "request_id=trace-42.a" in server.log_text()
+    log = server.log_once("request_id=trace-42.a")
+    assert "POST /classify" in log and "request_id=trace-42.a" in log
 
 
 @pytest.mark.parametrize("offered", ["has spaces", "x" * 129, "new\\nline", ""])
@@ -54,7 +55,7 @@ def test_errors_from_middleware_and_v2_carry_it_too(tmp_path: Path) -> None:
         v2 = http.get("/v2/models/nope", headers={"X-API-Key": "k", "X-Request-ID": "v2-1"})
         headers = {"content-type": "image/jpeg", "X-API-Key": "k", "X-Request-ID": "ok-1"}
         answered = http.post("/classify?top_k=1", content=image_bytes("owl.jpg"), headers=headers)
-        log = process.log_text()
+        log = process.log_once("ok-1")
     assert refused.status_code == 401 and refused.json()["error"]["request_id"] == "no-key"
     assert v2.status_code == 404 and set(v2.json()) == {"error"} and v2.headers["x-request-id"] == "v2-1"
     assert answered.status_code == 200
