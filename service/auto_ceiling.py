@@ -1,9 +1,14 @@
-"""model=auto's ceiling: the most accurate frontier point the load lets it choose now (auto_select.py).
+"""model=auto's ceiling: how far up the frontier the load lets it choose now (auto_select.py).
 
 Choosing per request the most accurate point predicted within the budget flaps: at a light load, the
 costliest point is predicted within the budget at every arrival, yet the load may not sustain it, so the
 queue grows until the choice drops, drains, and grows again. The ceiling puts hysteresis between the
 load and the choice.
+
+The frontier's points are far apart in cost (a step up can add a tenth of the cores' use), so a ceiling
+that stops at points wastes the room between them: at a load the next point up does not fit, every answer
+would come from the one below. The ceiling is a position between points instead, and the requests are
+split between its two neighbours in proportion, in turn (error diffusion: no randomness, no runs).
 """
 
 from __future__ import annotations
@@ -12,62 +17,68 @@ import bisect
 import math
 
 # The ceiling comes down when the predicted completion at it passes this share of the target (the default
-# budget), and goes up once the next point up would keep the cores' use under UP_BELOW: the band between,
-# where neither holds, is hysteresis.
+# budget), and climbs while the cores' use predicted at the higher position stays under UP_BELOW.
 DOWN_AT = 0.4
 UP_BELOW = 0.7
 MIN_SETTLE_SECONDS = 0.4
 SMOOTHING_SECONDS = 0.2
-MAX_HOLD_FACTOR = 8
 
 
 class Ceiling:
-    """The most accurate frontier point the load lets auto choose now: hysteresis between load and choice.
+    """How far up the frontier auto may choose now: a position between points, moved by the load.
 
-    It follows the queue wait smoothed over SMOOTHING_SECONDS, so that one burst does not move it. It
-    comes down when the predicted completion at the ceiling passes DOWN_AT of the target, in proportion
-    to how far it is over, then lets the items queued before the step drain before it judges again.
+    It comes down at once when the predicted completion at it, from the queue wait smoothed over
+    SMOOTHING_SECONDS, passes DOWN_AT of the target: in proportion to how far it is over, and at least one
+    point; then it lets the items queued before the step drain before it judges or climbs again.
 
-    A queue forms only once the cores are nearly full, too late to tell whether the next point up would
-    fit: the climb is judged on the share of the cores the server uses (`use`), averaged over
-    `hold_seconds`. The next point up adds its extra time per image, over the current point's, at the
-    rate auto requests arrive; a request's other costs (HTTP, the response) stay the same. It climbs one
-    point after `hold_seconds` in which that sum stayed under UP_BELOW and the queue under DOWN_AT (an idle
-    spell counts). A climb undone within twice its hold was a failed probe:
-    the hold before that climb doubles, up to MAX_HOLD_FACTOR times, so a load that sits between two
-    points keeps to the lower one instead of trying the higher one every `hold_seconds`.
+    Otherwise it climbs, by the frontier's mean step in cost per `hold_seconds` at most (one point, were the
+    points evenly spread), towards the highest position at which the cores' use stays under UP_BELOW. A
+    queue forms only once the cores are nearly full, too late to tell whether a higher position fits, so
+    this is judged on the share of the cores the server uses (`use`), averaged over `hold_seconds`, with
+    the change in cost per auto request the climb would make at the rate auto requests arrive; a request's
+    other costs (HTTP, the response) stay the same. It does not come down on the use: a use over UP_BELOW
+    while the queue stays short is a load the cores carry.
     """
 
     def __init__(self, costs_ms: list[float], target_ms: float, hold_seconds: float, cores: int, now: float) -> None:
         self._costs = costs_ms  # each frontier point's own time, cheapest first
         self._target_ms = target_ms
         self._cores = cores
-        self._base_hold = hold_seconds
+        self._hold = hold_seconds
+        # How far the ceiling moves per hold: the frontier's mean step in cost, whatever its points' spacing.
+        self._step_ms = (costs_ms[-1] - costs_ms[0]) / max(1, len(costs_ms) - 1)
         self._busy = 0.0  # the share of the cores in use, averaged over hold_seconds
         self._rate = 0.0  # auto requests per second, averaged likewise
+        self._cost = costs_ms[-1]  # the position's cost per auto request, averaged likewise
         self._counters: tuple[float, int, float] | None = None  # CPU seconds, requests, when: at the last `use`
-        self._holds = [hold_seconds] * len(costs_ms)  # before climbing from each point to the next
-        self.level = len(costs_ms) - 1
+        self.position = float(len(costs_ms) - 1)
+        self._carry = 0.0  # the share of the upper neighbour owed to the next requests
         self._wait_ms = 0.0
         self._at = now
         self._settled_at = now  # the next step down waits for this
-        self._quiet_since = now
-        self._climbed_at = -math.inf  # into the current level
 
-    def update(self, wait_ms: float, now: float) -> int:
-        self._wait_ms += (1.0 - math.exp(-(now - self._at) / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
+    def update(self, wait_ms: float, now: float) -> None:
+        elapsed = max(0.0, now - self._at)
+        self._wait_ms += (1.0 - math.exp(-elapsed / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
         self._at = now
-        wait = self._wait_ms
-        predicted = wait + self._costs[self.level]
+        predicted = self._wait_ms + self.cost(self.position)
         if predicted > DOWN_AT * self._target_ms:
-            self._quiet_since = now
-            if now >= self._settled_at and self.level > 0:
+            if now >= self._settled_at and self.position > 0:
                 self._step_down(predicted, now)
-        elif self.level + 1 < len(self._costs) and self._busy_at(self.level + 1) > UP_BELOW:
-            self._quiet_since = now
-        else:
-            self._climb(now)
-        return self.level
+            return
+        room = self._room()
+        if room > self.position and now >= self._settled_at:
+            step = self._step_ms * elapsed / self._hold
+            self.position = min(room, self._position_of(self.cost(self.position) + step))
+
+    def pick(self) -> int:
+        """The point for the next request: the position's lower neighbour, or its upper one in proportion."""
+        level = int(self.position)
+        self._carry += self.position - level
+        if self._carry >= 1.0 and level + 1 < len(self._costs):
+            self._carry -= 1.0
+            return level + 1
+        return level
 
     def use(self, cpu_seconds: float, requests: int, now: float) -> float:
         """The server's CPU seconds and auto requests so far: their rates, averaged over hold_seconds.
@@ -80,29 +91,42 @@ class Ceiling:
         elapsed = now - at
         if elapsed <= 0:
             return self._busy
-        weight = 1.0 - math.exp(-elapsed / self._base_hold)
+        weight = 1.0 - math.exp(-elapsed / self._hold)
         self._busy += weight * ((cpu_seconds - last_cpu) / elapsed / self._cores - self._busy)
         self._rate += weight * ((requests - last_requests) / elapsed - self._rate)
+        self._cost += weight * (self.cost(self.position) - self._cost)
         self._counters = (cpu_seconds, requests, now)
         return self._busy
 
-    def _busy_at(self, level: int) -> float:
-        """The share of the cores in use predicted if auto's requests went to `level` instead."""
-        extra_ms = self._costs[level] - self._costs[self.level]
-        return self._busy + self._rate * extra_ms / 1000.0 / self._cores
+    def cost(self, position: float) -> float:
+        """The mean own time per request of the split at `position`."""
+        level = int(position)
+        if level + 1 >= len(self._costs):
+            return self._costs[-1]
+        return self._costs[level] + (position - level) * (self._costs[level + 1] - self._costs[level])
+
+    def _position_of(self, cost: float) -> float:
+        """The highest position whose split costs no more than `cost`."""
+        if cost >= self._costs[-1]:
+            return float(len(self._costs) - 1)
+        level = bisect.bisect_right(self._costs, cost) - 1
+        if level < 0:
+            return 0.0
+        gap = self._costs[level + 1] - self._costs[level]
+        return level + ((cost - self._costs[level]) / gap if gap > 0 else 0.0)
+
+    def _room(self) -> float:
+        """The highest position at which the cores' use is predicted under UP_BELOW."""
+        if self._rate <= 0.0:
+            return float(len(self._costs) - 1)
+        # The averaged use still counts what came before a step down: so does the averaged cost, but a use
+        # near the cores' limit does not fall in proportion to the cost, so after a step down the current
+        # cost is the one to climb from.
+        cost = min(self._cost, self.cost(self.position))
+        affordable = cost + (UP_BELOW - self._busy) * self._cores * 1000.0 / self._rate
+        return self._position_of(affordable)
 
     def _step_down(self, predicted: float, now: float) -> None:
-        below = self.level - 1
-        if now - self._climbed_at < 2 * self._holds[below]:
-            self._holds[below] = min(self._holds[below] * 2, MAX_HOLD_FACTOR * self._base_hold)
-        wanted = self._costs[self.level] * DOWN_AT * self._target_ms / predicted
-        self.level = max(0, min(below, bisect.bisect_right(self._costs, wanted) - 1))
+        wanted = self.cost(self.position) * DOWN_AT * self._target_ms / predicted
+        self.position = max(0.0, min(self.position - 1.0, self._position_of(wanted)))
         self._settled_at = now + max(MIN_SETTLE_SECONDS, self._wait_ms / 1000.0)
-
-    def _climb(self, now: float) -> None:
-        if self.level > 0 and now - self._climbed_at >= 4 * self._holds[self.level - 1]:
-            self._holds[self.level - 1] = self._base_hold  # the last climb held: the load has moved
-        while self.level + 1 < len(self._costs) and now - self._quiet_since >= self._holds[self.level]:
-            self._quiet_since += self._holds[self.level]
-            self.level += 1
-            self._climbed_at = now

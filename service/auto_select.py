@@ -7,9 +7,10 @@ image, over the cores) plus the point's own time. The wait counts `wait_factor` 
 budget: it is the part of the prediction that varies.
 
 That rule alone flaps, so a ceiling (auto_ceiling.py) bounds the choice: it comes down at once when the
-queue says the load outgrows the point, and climbs back one point at a time while the cores have room
-for the next. It is fed every SAMPLE_SECONDS (`follow_load`) besides at each auto request, so that it
-sees the load of every model's requests: a spell without auto requests is quiet only if the server was.
+queue says the load outgrows it, and climbs back while the cores have room, to a position between two
+points where that is what fits: the requests are then split between the two. It is fed every
+SAMPLE_SECONDS (`follow_load`) besides at each auto request, so that it sees the load of every model's
+requests: a spell without auto requests is quiet only if the server was.
 
 The budget is soft: when no point is predicted within it, the cheapest point answers. A point whose
 model's queue is full is passed over while another can take the request, so that auto degrades where a
@@ -122,7 +123,8 @@ class AutoSelector:
             )
         self._requests += 1
         wait = self._wait_ms()
-        level = self._update_ceiling(wait)
+        self._update_ceiling(wait)
+        level = self._ceiling.pick()
         # Below the ceiling, or the cheapest point above the accuracy floor where the ceiling is below it.
         allowed = [point for point in floor if point.service_ms <= self.frontier[level].service_ms] or floor[:1]
         # A request's images spread over the cores: each core runs ceil(images / cores) of them in turn.
@@ -141,11 +143,13 @@ class AutoSelector:
         self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, self._clock()))
         self._update_ceiling(self._wait_ms())
 
-    def _update_ceiling(self, wait: float) -> int:
-        level = self._ceiling.update(wait, self._clock())
+    def _update_ceiling(self, wait: float) -> None:
+        ceiling = self._ceiling
+        ceiling.update(wait, self._clock())
         self._metrics.auto_wait.set(wait / 1000.0)
-        self._metrics.auto_ceiling.set(self.frontier[level].top1)
-        return level
+        level = int(ceiling.position)
+        below, above = self.frontier[level].top1, self.frontier[min(level + 1, len(self.frontier) - 1)].top1
+        self._metrics.auto_ceiling.set(below + (ceiling.position - level) * (above - below))
 
     def observe(self, choice: Choice, seconds: float) -> None:
         """The answered request's latency, beside its prediction in the metrics."""

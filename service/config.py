@@ -54,8 +54,8 @@ class AutoConfig(BaseModel):
     default_budget_ms: float = Field(default=100.0, gt=0.0)
     # How many times the predicted queue wait counts against the budget: the margin for its variance.
     wait_factor: float = Field(default=1.5, ge=1.0, le=100.0)
-    # The quiet spell after which auto's ceiling climbs one point back up the frontier, and the span over
-    # which it averages the cores' use (auto_ceiling.Ceiling): larger, steadier under a fluctuating load and
+    # The span over which auto averages the cores' use, and the time its ceiling takes to climb the
+    # frontier's mean step in cost (auto_ceiling.Ceiling): larger, steadier under a fluctuating load and
     # slower to climb back once it has fallen.
     hold_seconds: float = Field(default=1.0, gt=0.0, le=600.0)
 

@@ -127,7 +127,7 @@ class Metrics:
         )
         self.auto_ceiling = Gauge(
             "mobilenet_auto_ceiling_top1",
-            "model=auto: top-1 (percent) of the most accurate point the load lets it choose now.",
+            "model=auto: the mean top-1 (percent) of the split of points its ceiling lets it choose now.",
             registry=self.registry,
         )
         self.auto_busy = Gauge(
