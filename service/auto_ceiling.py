@@ -24,6 +24,14 @@ MIN_SETTLE_SECONDS = 0.4
 SMOOTHING_SECONDS = 0.2
 
 
+def between(values: list[float], position: float) -> float:
+    """The mean of a split at `position` of a figure given per frontier point (cost, top-1)."""
+    level = int(position)
+    if level + 1 >= len(values):
+        return values[-1]
+    return values[level] + (position - level) * (values[level + 1] - values[level])
+
+
 class Ceiling:
     """How far up the frontier auto may choose now: a position between points, moved by the load.
 
@@ -66,8 +74,10 @@ class Ceiling:
             if now >= self._settled_at and self.position > 0:
                 self._step_down(predicted, now)
             return
+        if now < self._settled_at:
+            return
         room = self._room()
-        if room > self.position and now >= self._settled_at:
+        if room > self.position:
             step = self._step_ms * elapsed / self._hold
             self.position = min(room, self._position_of(self.cost(self.position) + step))
 
@@ -100,10 +110,7 @@ class Ceiling:
 
     def cost(self, position: float) -> float:
         """The mean own time per request of the split at `position`."""
-        level = int(position)
-        if level + 1 >= len(self._costs):
-            return self._costs[-1]
-        return self._costs[level] + (position - level) * (self._costs[level + 1] - self._costs[level])
+        return between(self._costs, position)
 
     def _position_of(self, cost: float) -> float:
         """The highest position whose split costs no more than `cost`."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .auto_ceiling import Ceiling
+from .auto_ceiling import Ceiling, between
 from .calibration import Timing
 from .config import AutoConfig
 from .errors import ServiceError
@@ -102,6 +102,7 @@ class AutoSelector:
     ) -> None:
         self.frontier = sorted(frontier, key=lambda point: point.service_ms)  # cheapest, least accurate first
         costs = [point.service_ms for point in self.frontier]
+        self._top1 = [point.top1 for point in self.frontier]
         self._ceiling = Ceiling(costs, config.default_budget_ms, config.hold_seconds, cores, clock())
         self._clock = clock
         self._wait_ms = wait_ms
@@ -144,12 +145,9 @@ class AutoSelector:
         self._update_ceiling(self._wait_ms())
 
     def _update_ceiling(self, wait: float) -> None:
-        ceiling = self._ceiling
-        ceiling.update(wait, self._clock())
+        self._ceiling.update(wait, self._clock())
         self._metrics.auto_wait.set(wait / 1000.0)
-        level = int(ceiling.position)
-        below, above = self.frontier[level].top1, self.frontier[min(level + 1, len(self.frontier) - 1)].top1
-        self._metrics.auto_ceiling.set(below + (ceiling.position - level) * (above - below))
+        self._metrics.auto_ceiling.set(between(self._top1, self._ceiling.position))
 
     def observe(self, choice: Choice, seconds: float) -> None:
         """The answered request's latency, beside its prediction in the metrics."""
