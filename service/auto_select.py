@@ -1,16 +1,17 @@
 """`model=auto`: the most accurate trade-off point predicted to answer within a latency budget, given the load now.
 
 The points are the frontier of the served ImageNet classifiers (frontier.py): accuracy from the store's
-profile, cost timed on this host at start-up. A request's completion is predicted as the queue wait (the
-work queued and running on the shared cores: each model's queue depth times its measured time per
-image, over the cores) plus the point's own time. The wait counts `wait_factor` times against the
-budget: it is the part of the prediction that varies.
+profile, cost timed on this host at start-up. A request's completion is predicted as its queue wait
+beside the images every model has queued and running, which share the cores per image (queue_wait.py),
+plus the point's own time. The wait counts `wait_factor` times against the budget: it is the part of the
+prediction that varies.
 
 That rule alone flaps, so a ceiling (auto_ceiling.py) bounds the choice: it comes down at once when the
-queue says the load outgrows it, and climbs back while the cores have room, to a position between two
-points where that is what fits: the requests are then split between the two. It is fed every
-SAMPLE_SECONDS (`follow_load`) besides at each auto request, so that it sees the load of every model's
-requests: a spell without auto requests is quiet only if the server was.
+backlog (the time the cores need for every image in flight) says the load outgrows it, and climbs back
+while the cores have room, to a position between two points where that is what fits: the requests are
+then split between the two. It is fed every SAMPLE_SECONDS (`follow_load`) besides at each auto
+request, so that it sees the load of every model's requests: a spell without auto requests is quiet
+only if the server was.
 
 The budget is soft: when no point is predicted within it, the cheapest point answers. A point whose
 model's queue is full is passed over while another can take the request, so that auto degrades where a
@@ -32,6 +33,7 @@ from .config import AutoConfig
 from .errors import ServiceError
 from .frontier import Profile, served_points
 from .metrics import Metrics
+from .queue_wait import Flow, backlog_ms, shared_wait_ms
 from .store import Variant
 from .tradeoffs import PROFILE_NAME, on_frontier
 
@@ -51,7 +53,7 @@ class Point:
 class Choice:
     point: Point
     budget_ms: float
-    wait_ms: float  # the held queue wait the choice was made with
+    wait_ms: float  # the point's predicted queue wait
     predicted_ms: float  # wait plus the point's own time for the request's images
     within_budget: bool
 
@@ -93,7 +95,7 @@ class AutoSelector:
         self,
         frontier: list[Point],
         config: AutoConfig,
-        wait_ms: Callable[[], float],
+        backlog: Callable[[], list[Flow]],
         cpu_seconds: Callable[[], float],
         admits: Admits,
         cores: int,
@@ -105,7 +107,7 @@ class AutoSelector:
         self._top1 = [point.top1 for point in self.frontier]
         self._ceiling = Ceiling(costs, config.default_budget_ms, config.hold_seconds, cores, clock())
         self._clock = clock
-        self._wait_ms = wait_ms
+        self._backlog = backlog
         self._cpu_seconds = cpu_seconds
         self._requests = 0
         self._admits = admits
@@ -123,17 +125,18 @@ class AutoSelector:
                 code="min_top1_unreachable",
             )
         self._requests += 1
-        wait = self._wait_ms()
-        self._update_ceiling(wait)
+        flows = self._backlog()
+        self._update_ceiling(backlog_ms(flows, self._cores))
         level = self._ceiling.pick()
         # Below the ceiling, or the cheapest point above the accuracy floor where the ceiling is below it.
         allowed = [point for point in floor if point.service_ms <= self.frontier[level].service_ms] or floor[:1]
         # A request's images spread over the cores: each core runs ceil(images / cores) of them in turn.
         rounds = math.ceil(images / self._cores)
         admitted = [p for p in allowed if self._admits(p.model, images)] or allowed
-        fitting = [p for p in admitted if p.service_ms * rounds + self._wait_factor * wait <= budget_ms]
+        waits = {p: shared_wait_ms(flows, self._cores, p.service_ms) for p in admitted}
+        fitting = [p for p in admitted if p.service_ms * rounds + self._wait_factor * waits[p] <= budget_ms]
         point = fitting[-1] if fitting else admitted[0]
-        choice = Choice(point, budget_ms, wait, wait + point.service_ms * rounds, bool(fitting))
+        choice = Choice(point, budget_ms, waits[point], waits[point] + point.service_ms * rounds, bool(fitting))
         labels = (point.model, str(point.resolution))
         self._metrics.auto_selections.labels(*labels, "within" if fitting else "over").inc()
         self._metrics.auto_predicted.labels(*labels).observe(choice.predicted_ms / 1000.0)
@@ -142,7 +145,7 @@ class AutoSelector:
     def follow(self) -> None:
         """Feed the ceiling the load now, between auto requests, and the CPU used (too costly to read per request)."""
         self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, self._clock()))
-        self._update_ceiling(self._wait_ms())
+        self._update_ceiling(backlog_ms(self._backlog(), self._cores))
 
     def _update_ceiling(self, wait: float) -> None:
         self._ceiling.update(wait, self._clock())
@@ -168,7 +171,7 @@ def build_selector(
     variants: list[Variant],
     profile: Profile | None,
     timings: dict[tuple[str, int], Timing],
-    wait_ms: Callable[[], float],
+    backlog: Callable[[], list[Flow]],
     cpu_seconds: Callable[[], float],
     admits: Admits,
     cores: int,
@@ -197,7 +200,7 @@ def build_selector(
         for p, on in zip(usable, flags, strict=True)
         if on
     ]
-    return AutoSelector(frontier, config, wait_ms, cpu_seconds, admits, cores, metrics)
+    return AutoSelector(frontier, config, backlog, cpu_seconds, admits, cores, metrics)
 
 
 def _is_candidate(config: AutoConfig, point: dict[str, Any]) -> bool:

@@ -116,11 +116,6 @@ class Batcher:
         """Items queued or handed out and not finished; from another thread, a close enough reading."""
         return len(self._queue) + sum(len(batch) for batch in list(self._handed_out))
 
-    @property
-    def backlog_seconds(self) -> float:
-        """Instance time the items queued and running still need, at the recent time per item."""
-        return self.in_flight * self.pace.seconds_per_item
-
     def can_admit(self, count: int) -> bool:
         """Whether `count` more items would be queued now rather than refused."""
         return not self._closing and self._waiting() + count <= self.config.max_queue_size

@@ -122,7 +122,7 @@ class Metrics:
         )
         self.auto_wait = Gauge(
             "mobilenet_auto_queue_wait_seconds",
-            "model=auto: the queue wait its latest choice was made with.",
+            "model=auto: the backlog, the time the cores need for every image queued and running, as last sampled.",
             registry=self.registry,
         )
         self.auto_ceiling = Gauge(

@@ -25,6 +25,7 @@ from .frontier import Profile, load_profile
 from .instance import ModelInstances, ModelSession
 from .large_images import LargeImages
 from .metrics import Metrics
+from .queue_wait import Flow
 from .store import StoreEntry, StoreError, Variant, discover, verify_onnx
 from .tasks import DEFAULTS, choose_defaults, outputs_for
 from .tradeoffs import is_imagenet_classifier
@@ -121,7 +122,7 @@ class Registry:
         cores = self.shares.cores
         variants = [model.variant for model in self.classifiers()]
         auto = build_selector(
-            self._settings.auto, variants, self.profile, self.timings, self._wait_ms, self._cpu.seconds, self._admits,
+            self._settings.auto, variants, self.profile, self.timings, self._backlog, self._cpu.seconds, self._admits,
             cores, self._metrics,
         )  # fmt: skip
         if isinstance(auto, Unavailable):
@@ -134,10 +135,10 @@ class Registry:
         state = self.states.get(name)
         return state is not None and state.loaded is not None and state.loaded.batcher.can_admit(count)
 
-    def _wait_ms(self) -> float:
-        """The wait before a new image starts: every model's queued and running images share the cores."""
-        backlog = sum(s.loaded.batcher.backlog_seconds for s in self.states.values() if s.loaded is not None)
-        return 1000.0 * backlog / self.shares.cores
+    def _backlog(self) -> list[Flow]:
+        """Every model's images queued and running: they share the cores."""
+        batchers = [s.loaded.batcher for s in self.states.values() if s.loaded is not None]
+        return [Flow(batcher.in_flight, batcher.pace.seconds_per_item) for batcher in batchers]
 
     @property
     def store(self) -> Path:

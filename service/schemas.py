@@ -22,7 +22,7 @@ class AutoSelection(BaseModel):
     reason: str = Field(description="why this point: predicted within the budget, or the cheapest when none was")
     budget_ms: float = Field(description="the latency budget the choice was made for")
     predicted_ms: float = Field(description="the predicted completion: queue wait plus the point's own time")
-    predicted_wait_ms: float = Field(description="the (held) queue wait the prediction used")
+    predicted_wait_ms: float = Field(description="the queue wait predicted for this point beside the images in flight")
     expected_top1: float = Field(description="the point's top-1 in percent, from the store's trade-off profile")
 
 
