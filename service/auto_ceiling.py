@@ -19,7 +19,7 @@ import math
 # The ceiling comes down when the predicted completion at it passes this share of the target (the default
 # budget), and climbs while the cores' use predicted at the higher position stays under UP_BELOW.
 DOWN_AT = 0.4
-UP_BELOW = 0.74
+UP_BELOW = 0.7
 MIN_SETTLE_SECONDS = 0.4
 SMOOTHING_SECONDS = 0.2
 
