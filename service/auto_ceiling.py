@@ -49,12 +49,10 @@ class Ceiling:
     """
 
     def __init__(self, costs_ms: list[float], target_ms: float, hold_seconds: float, cores: int, now: float) -> None:
-        self._costs = costs_ms  # each frontier point's own time, cheapest first
+        self.recost(costs_ms)
         self._target_ms = target_ms
         self._cores = cores
         self._hold = hold_seconds
-        # How far the ceiling moves per hold: the frontier's mean step in cost, whatever its points' spacing.
-        self._step_ms = (costs_ms[-1] - costs_ms[0]) / max(1, len(costs_ms) - 1)
         self._busy = 0.0  # the share of the cores in use, averaged over hold_seconds
         self._rate = 0.0  # auto requests per second, averaged likewise
         self._cost = costs_ms[-1]  # the position's cost per auto request, averaged likewise
@@ -80,6 +78,14 @@ class Ceiling:
         if room > self.position:
             step = self._step_ms * elapsed / self._hold
             self.position = min(room, self._position_of(self.cost(self.position) + step))
+
+    def recost(self, costs_ms: list[float]) -> None:
+        """Each frontier point's own time, cheapest first: as calibrated, or as it runs now (auto_costs.py).
+
+        The position stays where it is."""
+        self._costs = costs_ms
+        # How far the ceiling moves per hold: the frontier's mean step in cost, whatever its points' spacing.
+        self._step_ms = (costs_ms[-1] - costs_ms[0]) / max(1, len(costs_ms) - 1)
 
     def pick(self) -> int:
         """The point for the next request: the position's lower neighbour, or its upper one in proportion."""

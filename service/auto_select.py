@@ -1,7 +1,8 @@
 """`model=auto`: the most accurate trade-off point predicted to answer within a latency budget, given the load now.
 
 The points are the frontier of the served ImageNet classifiers (frontier.py): accuracy from the store's
-profile, cost timed on this host at start-up. A request's completion is predicted as its queue wait
+profile, cost timed on this host at start-up (and for the ceiling's climbs, as the points run now:
+auto_costs.py). A request's completion is predicted as its queue wait
 beside the images every model has queued and running, which share the cores per image (queue_wait.py),
 plus the point's own time. The wait counts `wait_factor` times against the budget: it is the part of the
 prediction that varies.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .auto_ceiling import Ceiling, between
+from .auto_costs import Live, current_costs, fresh
 from .calibration import Timing
 from .config import AutoConfig
 from .errors import ServiceError
@@ -96,6 +98,7 @@ class AutoSelector:
         frontier: list[Point],
         config: AutoConfig,
         backlog: Callable[[], list[Flow]],
+        live: Live,
         cpu_seconds: Callable[[], float],
         admits: Admits,
         cores: int,
@@ -103,11 +106,12 @@ class AutoSelector:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.frontier = sorted(frontier, key=lambda point: point.service_ms)  # cheapest, least accurate first
-        costs = [point.service_ms for point in self.frontier]
+        self._calibrated = [point.service_ms for point in self.frontier]
         self._top1 = [point.top1 for point in self.frontier]
-        self._ceiling = Ceiling(costs, config.default_budget_ms, config.hold_seconds, cores, clock())
+        self._ceiling = Ceiling(self._calibrated, config.default_budget_ms, config.hold_seconds, cores, clock())
         self._clock = clock
         self._backlog = backlog
+        self._live = live
         self._cpu_seconds = cpu_seconds
         self._requests = 0
         self._admits = admits
@@ -143,7 +147,10 @@ class AutoSelector:
         return choice
 
     def follow(self) -> None:
-        """Feed the ceiling the load now, between auto requests, and the CPU used (too costly to read per request)."""
+        """Feed the ceiling the load now, between auto requests, the CPU used (too costly to read per request) and
+        what the points cost as they run now."""
+        observed = [fresh(self._live(point.model, point.resolution)) for point in self.frontier]
+        self._ceiling.recost(current_costs(self._calibrated, observed))
         self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, self._clock()))
         self._update_ceiling(backlog_ms(self._backlog(), self._cores))
 
@@ -172,6 +179,7 @@ def build_selector(
     profile: Profile | None,
     timings: dict[tuple[str, int], Timing],
     backlog: Callable[[], list[Flow]],
+    live: Live,
     cpu_seconds: Callable[[], float],
     admits: Admits,
     cores: int,
@@ -200,7 +208,7 @@ def build_selector(
         for p, on in zip(usable, flags, strict=True)
         if on
     ]
-    return AutoSelector(frontier, config, backlog, cpu_seconds, admits, cores, metrics)
+    return AutoSelector(frontier, config, backlog, live, cpu_seconds, admits, cores, metrics)
 
 
 def _is_candidate(config: AutoConfig, point: dict[str, Any]) -> bool:

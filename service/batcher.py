@@ -53,6 +53,7 @@ class Queued(Generic[T]):
 class BatchResult:
     outcomes: list[Any]  # one per item, in order: its result, or the exception that fails only it
     seconds: float  # the instance's time on the batch, excluding any wait for the instance
+    cores: int = 1  # the cores it held: a batch that runs alone may take them all
 
 
 # Called on the event loop; returns at once a future of the batch's result. `alone` says no other batch runs.
@@ -64,6 +65,7 @@ class Pace:
 
     def __init__(self) -> None:
         self._seconds_per_item = 0.0  # 0 until a batch ran
+        self.recorded_at = -math.inf  # time.monotonic() of the last batch
 
     @property
     def seconds_per_item(self) -> float:
@@ -78,6 +80,7 @@ class Pace:
         per_item = seconds / items
         pace = self._seconds_per_item
         self._seconds_per_item = per_item if not pace else pace + PACE_WEIGHT * (per_item - pace)
+        self.recorded_at = time.monotonic()
 
     def drained_in(self, items: int, instances: int, delay_seconds: float) -> int:
         """Whole seconds until `items` have started: a refused client's best time to come back."""
@@ -110,11 +113,16 @@ class Batcher:
         self._idle.set()
         self._closing = False
         self.pace = Pace()
+        self._paces: dict[Hashable, Pace] = {}  # per key, of the batches that held one core
 
     @property
     def in_flight(self) -> int:
         """Items queued or handed out and not finished; from another thread, a close enough reading."""
         return len(self._queue) + sum(len(batch) for batch in list(self._handed_out))
+
+    def pace_of(self, key: Hashable) -> Pace | None:
+        """The recent time per item of the batches with `key` that held one core; None if none has run."""
+        return self._paces.get(key)
 
     def can_admit(self, count: int) -> bool:
         """Whether `count` more items would be queued now rather than refused."""
@@ -210,6 +218,8 @@ class Batcher:
             self._handed_out = [other for other in self._handed_out if other is not batch]
         if result.seconds:
             self.pace.record(len(batch), result.seconds)
+            if result.cores == 1:
+                self._paces.setdefault(batch[0].key, Pace()).record(len(batch), result.seconds)
         for item, outcome in zip(batch, result.outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 _fail(item, outcome)

@@ -153,7 +153,8 @@ class ModelInstances:
                 pin_this_thread(grant.cpu)
                 self._local.cpu = grant.cpu
             decoder = self._decoders.decoder(grant.slot) if self._decoders is not None else None
-            return self._run_on_core(batch, decoder, len(grant.slots) == self._shares.cores)
+            result = self._run_on_core(batch, decoder, len(grant.slots) == self._shares.cores)
+            return replace(result, cores=len(grant.slots))
 
     def _run_on_core(self, batch: list[Queued[ImageJob]], decoder: Decoder | None, alone: bool) -> BatchResult:
         started = time.perf_counter()

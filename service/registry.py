@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,8 +123,8 @@ class Registry:
         cores = self.shares.cores
         variants = [model.variant for model in self.classifiers()]
         auto = build_selector(
-            self._settings.auto, variants, self.profile, self.timings, self._backlog, self._cpu.seconds, self._admits,
-            cores, self._metrics,
+            self._settings.auto, variants, self.profile, self.timings, self._backlog, self._live_ms, self._cpu.seconds,
+            self._admits, cores, self._metrics,
         )  # fmt: skip
         if isinstance(auto, Unavailable):
             log.warning("model=auto unavailable: %s", auto.reason)
@@ -134,6 +135,16 @@ class Registry:
     def _admits(self, name: str, count: int) -> bool:
         state = self.states.get(name)
         return state is not None and state.loaded is not None and state.loaded.batcher.can_admit(count)
+
+    def _live_ms(self, name: str, resolution: int) -> tuple[float, float] | None:
+        """A classifier's recent time per image at `resolution` on one core, and the seconds since it last ran."""
+        state = self.states.get(name)
+        if state is None or state.loaded is None:
+            return None
+        pace = state.loaded.batcher.pace_of((resolution, outputs_for("classify")))
+        if pace is None:
+            return None
+        return 1000.0 * pace.seconds_per_item, time.monotonic() - pace.recorded_at
 
     def _backlog(self) -> list[Flow]:
         """Every model's images queued and running: they share the cores."""

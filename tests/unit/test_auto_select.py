@@ -39,6 +39,7 @@ class Load:
         self.now = 0.0
         self.wait = 0.0  # ms: the backlog over the cores, as one image per core
         self.flows: list[Flow] | None = None  # or these images in flight
+        self.ran: dict[tuple[str, int], tuple[float, float]] = {}  # points' recent ms per image, and its age
         self.cpu = 0.0
         self.full: set[str] = set()
 
@@ -46,8 +47,11 @@ class Load:
         settings = AutoConfig(default_budget_ms=BUDGET, **config)
         admits = lambda model, count: model not in self.full  # noqa: E731
         return AutoSelector(
-            POINTS, settings, self.backlog, lambda: self.cpu, admits, CORES, Metrics(), lambda: self.now
+            POINTS, settings, self.backlog, self.live, lambda: self.cpu, admits, CORES, Metrics(), lambda: self.now
         )
+
+    def live(self, model: str, resolution: int) -> tuple[float, float] | None:
+        return self.ran.get((model, resolution))
 
     def backlog(self) -> list[Flow]:
         return self.flows if self.flows is not None else [Flow(CORES, self.wait / 1000.0)]
@@ -169,6 +173,21 @@ def test_a_climb_waits_for_room_on_the_cores(busy: float, climbs: bool) -> None:
     assert metric_value(text, "mobilenet_auto_cpu_busy") == pytest.approx(busy, abs=0.01)
 
 
+def test_a_climb_to_a_point_that_runs_no_costlier_is_free() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    # As calibrated, the 6 ms point costs 2 ms more than the 4 ms one; under load both took 8 ms an image.
+    load.ran = {("small", 128): (8.0, 0.1), ("medium", 160): (8.0, 0.1)}
+    for wait, seconds in ((80.0, 5.0), (0.0, 5.0)):  # down to the bottom, then quiet queues
+        load.wait = wait
+        for _ in range(round(seconds / 0.01)):  # the cores at UP_BELOW: no room for anything costlier
+            load.now += 0.01
+            load.cpu += UP_BELOW * CORES * 0.01
+            selector.choose(10 * BUDGET, None)
+            selector.follow()
+    assert [selector.choose(10 * BUDGET, None).point for _ in range(10)] == [POINTS[1]] * 10
+
+
 def test_between_two_points_the_requests_are_split_to_use_the_cores_up_to_up_below() -> None:
     load = Load()
     selector = load.selector(hold_seconds=1.0)
@@ -224,7 +243,7 @@ def _build(config: AutoConfig, profile: Profile | None, timed: bool = True) -> A
     variant = parse_variant(STORE / V1_SMALL)
     timings = {(V1_SMALL, r): Timing(1.0 + r / 100, 1.0, 4, 2.0) for r in variant.resolutions} if timed else {}
     return build_selector(
-        config, [variant], profile, timings, lambda: [], lambda: 0.0, lambda m, c: True, 2, Metrics()
+        config, [variant], profile, timings, lambda: [], lambda m, r: None, lambda: 0.0, lambda m, c: True, 2, Metrics()
     )
 
 
@@ -265,6 +284,6 @@ def test_why_auto_is_unavailable(config: AutoConfig, profile: str | None, timed:
 
 def test_auto_needs_an_imagenet_classifier() -> None:
     unavailable = build_selector(
-        AutoConfig(), [], _profile(), {}, lambda: [], lambda: 0.0, lambda m, c: True, 2, Metrics()
+        AutoConfig(), [], _profile(), {}, lambda: [], lambda m, r: None, lambda: 0.0, lambda m, c: True, 2, Metrics()
     )
     assert isinstance(unavailable, Unavailable) and "ImageNet classifier" in unavailable.reason

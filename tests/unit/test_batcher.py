@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -192,6 +193,30 @@ def test_retry_after_is_when_the_queue_will_have_drained() -> None:
         return caught.value.headers["Retry-After"]
 
     assert asyncio.run(scenario()) in {"3", "4"}  # 2.4 s and a little for the runs, in whole seconds
+
+
+def test_each_key_keeps_the_pace_of_its_batches_that_held_one_core() -> None:
+    """model=auto costs a point by its key's recent time per item; a batch that took every core ran at another pace."""
+
+    class WholeCores(ThreadRunner):
+        def _run(self, batch: list[Queued[Any]]) -> BatchResult:
+            return replace(super()._run(batch), cores=2 if batch[0].key == "whole" else 1)
+
+    def slow() -> None:
+        time.sleep(0.05)
+
+    async def scenario() -> Batcher:
+        batcher = _batcher(WholeCores(1), max_batch_size=1)
+        for key in ("one", "whole"):
+            await asyncio.gather(*batcher.submit([slow], key, _deadline()))
+        await batcher.drain(1.0)
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    pace = batcher.pace_of("one")
+    assert pace is not None and 0.05 <= pace.seconds_per_item < 1.0
+    assert 0.0 <= time.monotonic() - pace.recorded_at < 5.0
+    assert batcher.pace_of("whole") is None and batcher.pace_of("never") is None
 
 
 def test_an_item_past_its_deadline_fails_with_504_without_running() -> None:
