@@ -2,10 +2,9 @@
 
 The points are the frontier of the served ImageNet classifiers (frontier.py): accuracy from the store's
 profile, cost timed on this host at start-up (and for the ceiling's climbs, as the points run now:
-auto_costs.py). A request's completion is predicted as its queue wait
-beside the images every model has queued and running, which share the cores per image (queue_wait.py),
-plus the point's own time. The wait counts `wait_factor` times against the budget: it is the part of the
-prediction that varies.
+auto_costs.py). A request's completion is predicted as its queue wait beside the images every model has
+queued and running, which share the cores per image (queue_wait.py), plus the point's own time. The wait
+counts `wait_factor` times against the budget: it is the part of the prediction that varies.
 
 That rule alone flaps, so a ceiling (auto_ceiling.py) bounds the choice: it comes down at once when the
 backlog (the time the cores need for every image in flight) says the load outgrows it, and climbs back

@@ -141,7 +141,7 @@ class Registry:
         state = self.states.get(name)
         if state is None or state.loaded is None:
             return None
-        pace = state.loaded.batcher.pace_of((resolution, outputs_for("classify")))
+        pace = state.loaded.batcher.pace_of((resolution, outputs_for("classify")))  # the key core.run queues under
         if pace is None:
             return None
         return 1000.0 * pace.seconds_per_item, time.monotonic() - pace.recorded_at
