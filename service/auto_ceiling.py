@@ -36,9 +36,8 @@ class Ceiling:
     """How far up the frontier auto may choose now: a position between points, moved by the load.
 
     It comes down at once when the predicted completion at it, from the queue wait smoothed over
-    SMOOTHING_SECONDS (or the wait as it is, where that alone passes the whole target), passes DOWN_AT of
-    the target: in proportion to how far it is over, and at least one point; then it lets the items queued
-    before the step drain before it judges or climbs again.
+    SMOOTHING_SECONDS, passes DOWN_AT of the target: in proportion to how far it is over, and at least one
+    point; then it lets the items queued before the step drain before it judges or climbs again.
 
     Otherwise it climbs, by the frontier's mean step in cost per `hold_seconds` at most (one point, were the
     points evenly spread), towards the highest position at which the cores' use stays under UP_BELOW. A
@@ -68,10 +67,7 @@ class Ceiling:
         elapsed = max(0.0, now - self._at)
         self._wait_ms += (1.0 - math.exp(-elapsed / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
         self._at = now
-        # A wait past the whole target is overload now, whatever the smoothing has caught up with: at the onset
-        # of a load the top points cannot carry, the backlog grows faster than the smoothing follows it.
-        held = max(self._wait_ms, wait_ms) if wait_ms > self._target_ms else self._wait_ms
-        predicted = held + self.cost(self.position)
+        predicted = self._wait_ms + self.cost(self.position)
         if predicted > DOWN_AT * self._target_ms:
             if now >= self._settled_at and self.position > 0:
                 self._step_down(predicted, now)
