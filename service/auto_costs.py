@@ -13,6 +13,7 @@ nothing more.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 # A point's recent time counts while its last batch is at most this old: it was measured under today's load.
@@ -24,8 +25,8 @@ Live = Callable[[str, int], tuple[float, float] | None]
 
 def current_costs(calibrated: list[float], observed: list[float | None]) -> list[float]:
     """Each point's cost per image in ms, cheapest first: `observed` where a point ran lately (None: not)."""
-    ratios = sorted(seen / cost for seen, cost in zip(observed, calibrated, strict=True) if seen and cost > 0)
-    scale = ratios[len(ratios) // 2] if ratios else 1.0
+    ratios = [seen / cost for seen, cost in zip(observed, calibrated, strict=True) if seen and cost > 0]
+    scale = statistics.median_high(ratios) if ratios else 1.0
     costs: list[float] = []
     for seen, cost in zip(observed, calibrated, strict=True):
         own = seen / scale if seen else cost

@@ -153,11 +153,11 @@ class ModelInstances:
                 pin_this_thread(grant.cpu)
                 self._local.cpu = grant.cpu
             decoder = self._decoders.decoder(grant.slot) if self._decoders is not None else None
-            result = self._run_on_core(batch, decoder, len(grant.slots) == self._shares.cores)
-            return replace(result, cores=len(grant.slots))
+            return self._run_on_core(batch, decoder, len(grant.slots))
 
-    def _run_on_core(self, batch: list[Queued[ImageJob]], decoder: Decoder | None, alone: bool) -> BatchResult:
+    def _run_on_core(self, batch: list[Queued[ImageJob]], decoder: Decoder | None, cores: int) -> BatchResult:
         started = time.perf_counter()
+        alone = cores == self._shares.cores
         wait = self._metrics.queue_wait.labels(self._name)
         outcomes: list[ImageResult | BaseException | None] = []
         ready: list[_Ready] = []
@@ -178,7 +178,7 @@ class ModelInstances:
         outputs = batch[0].payload.outputs
         for entry, outcome in zip(ready, self._run_isolated(ready, outputs, alone), strict=True):
             outcomes[entry.index] = outcome
-        return BatchResult(outcomes, time.perf_counter() - started)
+        return BatchResult(outcomes, time.perf_counter() - started, cores)
 
     def _prepare(self, job: ImageJob, decoder: Decoder | None) -> tuple[np.ndarray, tuple[int, int], float]:
         """The image's tensor, its original size, and the seconds decoding and preprocessing took here."""
