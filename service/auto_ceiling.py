@@ -16,6 +16,8 @@ from __future__ import annotations
 import bisect
 import math
 
+from .auto_load import AutoLoad
+
 # The ceiling comes down when the predicted completion at it passes this share of the target (the default
 # budget), and climbs while the cores' use predicted at the higher position stays under UP_BELOW.
 DOWN_AT = 0.4
@@ -42,21 +44,24 @@ class Ceiling:
     Otherwise it climbs, by the frontier's mean step in cost per `hold_seconds` at most (one point, were the
     points evenly spread), towards the highest position at which the cores' use stays under UP_BELOW. A
     queue forms only once the cores are nearly full, too late to tell whether a higher position fits, so
-    this is judged on the share of the cores the server uses (`use`), averaged over `hold_seconds`, with
-    the change in cost per auto request the climb would make at the rate auto requests arrive; a request's
-    other costs (HTTP, the response) stay the same. It does not come down on the use: a use over UP_BELOW
-    while the queue stays short is a load the cores carry.
+    this is judged on the share of the cores the server uses (`use`, auto_load.py): what an auto request
+    costs the cores by the averages over `hold_seconds`, with the change in cost the climb would make, at
+    the rate auto requests came over the last hold; a request's other costs (HTTP, the response) stay the
+    same. It does not come down on the use: a use over UP_BELOW while the queue stays short is a load the
+    cores carry.
+
+    The averages lag a load that jumps (from idle to overload, say): at the top of the frontier a tenth of a
+    second of such a load queues more than the budget, and the queue takes seconds to drain. So while the
+    recent rate of auto requests is a multiple of the averaged one (auto_load.JUMP), the position comes down
+    at once to where that rate would use the cores up to UP_BELOW, a request costing its point and what the
+    averages say a request costs besides.
     """
 
     def __init__(self, costs_ms: list[float], target_ms: float, hold_seconds: float, cores: int, now: float) -> None:
         self.recost(costs_ms)
         self._target_ms = target_ms
-        self._cores = cores
         self._hold = hold_seconds
-        self._busy = 0.0  # the share of the cores in use, averaged over hold_seconds
-        self._rate = 0.0  # auto requests per second, averaged likewise
-        self._cost = costs_ms[-1]  # the position's cost per auto request, averaged likewise
-        self._counters: tuple[float, int, float] | None = None  # CPU seconds, requests, when: at the last `use`
+        self.load = AutoLoad(cores, hold_seconds, costs_ms[-1])
         self.position = float(len(costs_ms) - 1)
         self._carry = 0.0  # the share of the upper neighbour owed to the next requests
         self._wait_ms = 0.0
@@ -67,6 +72,7 @@ class Ceiling:
         elapsed = max(0.0, now - self._at)
         self._wait_ms += (1.0 - math.exp(-elapsed / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
         self._at = now
+        self._follow_a_jump(now)
         predicted = self._wait_ms + self.cost(self.position)
         if predicted > DOWN_AT * self._target_ms:
             if now >= self._settled_at and self.position > 0:
@@ -74,7 +80,7 @@ class Ceiling:
             return
         if now < self._settled_at:
             return
-        room = self._room()
+        room = self._room(now)
         if room > self.position:
             step = self._step_ms * elapsed / self._hold
             self.position = min(room, self._position_of(self.cost(self.position) + step))
@@ -97,22 +103,8 @@ class Ceiling:
         return level
 
     def use(self, cpu_seconds: float, requests: int, now: float) -> float:
-        """The server's CPU seconds and auto requests so far: their rates, averaged over hold_seconds.
-
-        Returns the averaged share of the cores in use."""
-        if self._counters is None:  # the CPU the server used before (loading, calibrating) is no load
-            self._counters = (cpu_seconds, requests, now)
-            return self._busy
-        last_cpu, last_requests, at = self._counters
-        elapsed = now - at
-        if elapsed <= 0:
-            return self._busy
-        weight = 1.0 - math.exp(-elapsed / self._hold)
-        self._busy += weight * ((cpu_seconds - last_cpu) / elapsed / self._cores - self._busy)
-        self._rate += weight * ((requests - last_requests) / elapsed - self._rate)
-        self._cost += weight * (self.cost(self.position) - self._cost)
-        self._counters = (cpu_seconds, requests, now)
-        return self._busy
+        """The server's CPU seconds and auto requests so far; returns the share of the cores in use, averaged."""
+        return self.load.use(cpu_seconds, requests, self.cost(self.position), now)
 
     def cost(self, position: float) -> float:
         """The mean own time per request of the split at `position`."""
@@ -128,16 +120,29 @@ class Ceiling:
         gap = self._costs[level + 1] - self._costs[level]
         return level + ((cost - self._costs[level]) / gap if gap > 0 else 0.0)
 
-    def _room(self) -> float:
+    def _room(self, now: float) -> float:
         """The highest position at which the cores' use is predicted under UP_BELOW."""
-        if self._rate <= 0.0:
+        load = self.load
+        rate = load.held_rate(now)
+        if rate <= 0.0 or load.rate <= 0.0:  # no request lately
             return float(len(self._costs) - 1)
         # The averaged use still counts what came before a step down: so does the averaged cost, but a use
         # near the cores' limit does not fall in proportion to the cost, so after a step down the current
-        # cost is the one to climb from.
-        cost = min(self._cost, self.cost(self.position))
-        affordable = cost + (UP_BELOW - self._busy) * self._cores * 1000.0 / self._rate
+        # cost is the one to climb from. The rate is the one over the last hold as it is: at the start of a
+        # load the averaged use and rate are both a fraction of what they will be.
+        cost = min(load.cost_ms, self.cost(self.position))
+        affordable = cost + UP_BELOW * load.cores * 1000.0 / rate - load.per_request_ms()
         return self._position_of(affordable)
+
+    def _follow_a_jump(self, now: float) -> None:
+        """Down to where a load that jumps fits, before its queue shows it."""
+        rate = self.load.jumped(now)
+        if rate is None:
+            return
+        fits = self._position_of(UP_BELOW * self.load.cores * 1000.0 / rate - self.load.other_ms)
+        if fits < self.position:
+            self.position = fits
+            self._settled_at = max(self._settled_at, now + MIN_SETTLE_SECONDS)
 
     def _step_down(self, predicted: float, now: float) -> None:
         wanted = self.cost(self.position) * DOWN_AT * self._target_ms / predicted

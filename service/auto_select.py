@@ -128,6 +128,7 @@ class AutoSelector:
                 code="min_top1_unreachable",
             )
         self._requests += 1
+        self._ceiling.load.arrive(self._clock())
         flows = self._backlog()
         self._update_ceiling(backlog_ms(flows, self._cores))
         level = self._ceiling.pick()

@@ -12,6 +12,7 @@ import pytest
 from support import STORE, V1_SMALL, metric_value
 
 from service.auto_ceiling import UP_BELOW, Ceiling
+from service.auto_load import MIN_ARRIVALS
 from service.auto_select import AutoSelector, Point, Unavailable, build_selector
 from service.calibration import Timing
 from service.config import AutoConfig
@@ -144,11 +145,11 @@ def test_the_ceiling_follows_the_load_between_auto_requests() -> None:
     assert selector.choose(10 * BUDGET, None).point == POINTS[0]
 
 
-def _steady(load: Load, selector: AutoSelector, seconds: float) -> list[Point]:
-    """Auto requests at 100/s, each costing the cores its point's own time and 4 ms besides (HTTP, decoding)."""
+def _steady(load: Load, selector: AutoSelector, seconds: float, rate: float = 100.0) -> list[Point]:
+    """Auto requests at `rate`, each costing the cores its point's own time and 4 ms besides (HTTP, decoding)."""
     chosen = []
-    for _ in range(round(seconds / 0.01)):
-        load.now += 0.01
+    for _ in range(round(seconds * rate)):
+        load.now += 1.0 / rate
         point = selector.choose(10 * BUDGET, None).point
         load.cpu += (point.service_ms + 4.0) / 1000.0
         chosen.append(point)
@@ -206,6 +207,33 @@ def test_between_two_points_the_requests_are_split_to_use_the_cores_up_to_up_bel
     # Consecutive requests go to the same point most of the time: the split is in proportion, not random.
     switches = sum(a != b for a, b in zip(last, last[1:], strict=False))
     assert switches <= 2 * min(upper, 1 - upper) * len(last) + 10
+
+
+def test_a_load_that_jumps_brings_the_ceiling_down_before_a_queue_forms() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    _steady(load, selector, 3.0)  # 100/s: what a request costs besides its point is learned
+    load.now += 5.0  # an idle spell
+    # 300/s and the queues still empty: at the top point the cores would need 17 ms every 3.3 ms. Two cores
+    # at 0.7 give a request 4.7 ms, 4 of them besides its point: the cheapest, from the fifth request on.
+    jump = _steady(load, selector, 2.0, rate=300.0)
+    assert jump[0] == POINTS[-1] and set(jump[MIN_ARRIVALS:]) == {POINTS[0]}
+
+
+def test_at_the_start_of_a_load_a_climb_is_judged_on_the_rate_as_it_is() -> None:
+    ceiling = Ceiling([p.service_ms for p in POINTS], BUDGET, 1.0, CORES, now=0.0)
+    ceiling.position = 0.0
+    now, cpu = 0.0, 0.0
+    ceiling.use(cpu, 0, now)
+    for request in range(1, 101):  # 100/s, each taking 14 ms of the cores: 0.7 of two, no room to climb
+        now += 0.01
+        cpu += 0.014
+        ceiling.load.arrive(now)
+        ceiling.use(cpu, request, now)
+        ceiling.update(0.0, now)
+    # The averaged use is 0.42 after a second and the averaged rate 60/s: together they would make room for
+    # a point and more. It moved a few hundredths, before the first MIN_ARRIVALS requests gave a rate.
+    assert ceiling.position < 0.1
 
 
 def test_an_idle_spell_counts_as_quiet() -> None:
