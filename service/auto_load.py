@@ -1,9 +1,11 @@
 """What model=auto's ceiling judges the load on (auto_ceiling.py): the cores' use and the rate of auto requests.
 
 The use, the rate and the cost per request of the ceiling's position are averaged over a hold: a load that
-fluctuates should not move the ceiling. Their ratio, what a request costs the cores, has no lag: all three
-lag alike. The rate is also counted as it is, over the last hold and over the last RATE_WINDOW_SECONDS, from
-the first request in each: a load that starts is measured within a few requests, and the averages lag it.
+fluctuates should not move the ceiling. What a request costs the cores, the averaged use over the averaged
+rate, lags less, as both lag alike; but at the start of a load the averaged use still holds what the server
+did before. The rate is also counted as it is, over the last hold and over the last RATE_WINDOW_SECONDS,
+from the first request in each: a load that starts is measured within a few requests, and the averages lag
+it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from collections import deque
 JUMP = 3.0
 RATE_WINDOW_SECONDS = 0.25
 MIN_ARRIVALS = 5
-# Below this averaged rate of auto requests the cores' use per request is mostly the server idling, and
-# tells nothing of what a request costs besides its point's own time.
+# What a request costs besides its point is learned while the averaged rate of auto requests is at least
+# this: below, the cores' use per request is mostly the server idling.
 MIN_RATE_FOR_COSTS = 10.0
+# ... and while the averaged rate has caught up with the rate as it is to this share: at the start of a load
+# the averaged use still holds what the server did before (other models' requests), and per auto request
+# that is a large cost.
+CAUGHT_UP = 0.8
 
 
 class RecentRate:
@@ -78,7 +84,7 @@ class AutoLoad:
         self.rate += weight * ((requests - last_requests) / elapsed - self.rate)
         self.cost_ms += weight * (cost_ms - self.cost_ms)
         self._counters = (cpu_seconds, requests, now)
-        if self.rate >= MIN_RATE_FOR_COSTS:
+        if self.rate >= max(MIN_RATE_FOR_COSTS, CAUGHT_UP * self._held.rate(now)):
             self.other_ms = max(0.0, self.per_request_ms() - self.cost_ms)
         return self.busy
 

@@ -220,6 +220,20 @@ def test_a_load_that_jumps_brings_the_ceiling_down_before_a_queue_forms() -> Non
     assert jump[0] == POINTS[-1] and set(jump[MIN_ARRIVALS:]) == {POINTS[0]}
 
 
+def test_what_other_models_ran_before_a_load_starts_is_not_counted_as_its_requests_cost() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    for _ in range(300):  # 3 s of fixed-model requests using 0.8 of the cores, then 0.5 s idle
+        load.now += 0.01
+        load.cpu += 0.8 * CORES * 0.01
+        selector.follow()
+    load.now += 0.5
+    # Auto requests at 100/s, 4 ms each besides their point: the top point uses 0.85 of the cores. Before the
+    # averaged rate caught up, the averaged use still held most of the fixed-model load: 10 ms and more a
+    # request besides its point. Taken for the auto requests' own, it would send them to the cheapest point.
+    assert set(_steady(load, selector, 1.0)) <= {POINTS[2], POINTS[3]}
+
+
 def test_at_the_start_of_a_load_a_climb_is_judged_on_the_rate_as_it_is() -> None:
     ceiling = Ceiling([p.service_ms for p in POINTS], BUDGET, 1.0, CORES, now=0.0)
     ceiling.position = 0.0
