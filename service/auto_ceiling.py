@@ -46,9 +46,9 @@ class Ceiling:
     queue forms only once the cores are nearly full, too late to tell whether a higher position fits, so
     this is judged on the share of the cores the server uses (`use`, auto_load.py): what an auto request
     costs the cores by the averages over `hold_seconds`, with the change in cost the climb would make, at
-    the higher of the averaged rate of auto requests and their rate over the last hold; a request's other
-    costs (HTTP, the response) stay the same. It does not come down on the use: a use over UP_BELOW while the queue stays short is a load the
-    cores carry.
+    the averaged rate of auto requests (at the start of a load, their rate as it is); a request's other
+    costs (HTTP, the response) stay the same. It does not come down on the use: a use over UP_BELOW while
+    the queue stays short is a load the cores carry.
 
     The averages lag a load that jumps (from idle to overload, say): at the top of the frontier a tenth of a
     second of such a load queues more than the budget, and the queue takes seconds to drain. So while the
@@ -128,9 +128,8 @@ class Ceiling:
         # The averaged use still counts what came before a step down: so does the averaged cost, but a use
         # near the cores' limit does not fall in proportion to the cost, so after a step down the current
         # cost is the one to climb from. At the start of a load the averaged use and rate are both a fraction
-        # of what they will be, so the rate is the higher of the averaged one and the one over the last hold
-        # as it is; the lower would make room in every lull of arrivals.
-        rate = max(load.rate, load.held_rate(now))
+        # of what they will be: until the averaged rate has caught up, the rate is the one as it is.
+        rate = load.rate_now(now)
         cost = min(load.cost_ms, self.cost(self.position))
         affordable = cost + UP_BELOW * load.cores * 1000.0 / rate - load.per_request_ms()
         return self._position_of(affordable)

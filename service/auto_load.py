@@ -20,9 +20,9 @@ MIN_ARRIVALS = 5
 # What a request costs besides its point is learned while the averaged rate of auto requests is at least
 # this: below, the cores' use per request is mostly the server idling.
 MIN_RATE_FOR_COSTS = 10.0
-# ... and while the averaged rate has caught up with the rate as it is to this share: at the start of a load
-# the averaged use still holds what the server did before (other models' requests), and per auto request
-# that is a large cost.
+# ... and while the averaged rate has caught up with the rate over the last hold as it is, to this share: at
+# the start of a load the averaged use still holds what the server did before (other models' requests), and
+# per auto request that is a large cost.
 CAUGHT_UP = 0.8
 
 
@@ -84,7 +84,7 @@ class AutoLoad:
         self.rate += weight * ((requests - last_requests) / elapsed - self.rate)
         self.cost_ms += weight * (cost_ms - self.cost_ms)
         self._counters = (cpu_seconds, requests, now)
-        if self.rate >= max(MIN_RATE_FOR_COSTS, CAUGHT_UP * self._held.rate(now)):
+        if self.rate >= MIN_RATE_FOR_COSTS and self._caught_up(now):
             self.other_ms = max(0.0, self.per_request_ms() - self.cost_ms)
         return self.busy
 
@@ -92,9 +92,12 @@ class AutoLoad:
         """What an auto request costs the cores, from the averages."""
         return self.busy * self.cores * 1000.0 / self.rate
 
-    def held_rate(self, now: float) -> float:
-        """The rate over the last hold as it is; 0 while too few requests came."""
-        return self._held.rate(now)
+    def rate_now(self, now: float) -> float:
+        """The averaged rate, or at the start of a load, before it has caught up, the rate over the last hold."""
+        return self.rate if self._caught_up(now) else self._held.rate(now)
+
+    def _caught_up(self, now: float) -> bool:
+        return self.rate >= CAUGHT_UP * self._held.rate(now)
 
     def jumped(self, now: float) -> float | None:
         """The rate of the last RATE_WINDOW_SECONDS where it is JUMP times the averaged one, else None."""
