@@ -29,8 +29,8 @@ CAUGHT_UP = 0.8
 class RecentRate:
     """Auto requests per second over a window of the last seconds, from the first of them to now.
 
-    The window spans a short stall of the event loop, so that the requests it then takes in at once do not
-    read as a higher rate."""
+    A stall of the event loop shorter than the window does not make the requests it then takes in at once
+    read as a higher rate: the window still holds those before the stall."""
 
     def __init__(self, window_seconds: float) -> None:
         self._window = window_seconds
