@@ -54,9 +54,9 @@ class AutoConfig(BaseModel):
     default_budget_ms: float = Field(default=100.0, gt=0.0)
     # How many times the predicted queue wait counts against the budget: the margin for its variance.
     wait_factor: float = Field(default=1.5, ge=1.0, le=100.0)
-    # The span over which auto averages the cores' use, and the time its ceiling takes to climb the
-    # frontier's mean step in cost (auto_ceiling.Ceiling): larger, steadier under a fluctuating load and
-    # slower to climb back once it has fallen.
+    # The span over which auto averages the cores' use and its requests' rate (auto_load.py), and the time its
+    # ceiling takes to climb the frontier's mean step in cost (auto_ceiling.Ceiling): larger, steadier under a
+    # fluctuating load and slower to climb back once it has fallen.
     hold_seconds: float = Field(default=1.0, gt=0.0, le=600.0)
 
     @field_validator("candidates", mode="before")
