@@ -68,6 +68,10 @@ class Ceiling:
         self._at = now
         self._settled_at = now  # the next step down waits for this
 
+    def arrive(self, now: float) -> None:
+        """An auto request came."""
+        self.load.arrive(now)
+
     def update(self, wait_ms: float, now: float) -> None:
         elapsed = max(0.0, now - self._at)
         self._wait_ms += (1.0 - math.exp(-elapsed / SMOOTHING_SECONDS)) * (wait_ms - self._wait_ms)
@@ -131,7 +135,7 @@ class Ceiling:
         # of what they will be: until the averaged rate has caught up, the rate is the one as it is.
         rate = load.rate_now(now)
         cost = min(load.cost_ms, self.cost(self.position))
-        affordable = cost + UP_BELOW * load.cores * 1000.0 / rate - load.per_request_ms()
+        affordable = cost + self._share_ms(rate) - load.per_request_ms()
         return self._position_of(affordable)
 
     def _follow_a_jump(self, now: float) -> None:
@@ -139,10 +143,14 @@ class Ceiling:
         rate = self.load.jumped(now)
         if rate is None:
             return
-        fits = self._position_of(UP_BELOW * self.load.cores * 1000.0 / rate - self.load.other_ms)
+        fits = self._position_of(self._share_ms(rate) - self.load.other_ms)
         if fits < self.position:
             self.position = fits
             self._settled_at = max(self._settled_at, now + MIN_SETTLE_SECONDS)
+
+    def _share_ms(self, rate: float) -> float:
+        """The cores' time each request may take at `rate` for the cores' use to stay under UP_BELOW."""
+        return UP_BELOW * self.load.cores * 1000.0 / rate
 
     def _step_down(self, predicted: float, now: float) -> None:
         wanted = self.cost(self.position) * DOWN_AT * self._target_ms / predicted

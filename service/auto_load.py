@@ -94,7 +94,8 @@ class AutoLoad:
 
     def rate_now(self, now: float) -> float:
         """The averaged rate, or at the start of a load, before it has caught up, the rate over the last hold."""
-        return self.rate if self._caught_up(now) else self._held.rate(now)
+        held = self._held.rate(now)
+        return self.rate if self.rate >= CAUGHT_UP * held else held
 
     def _caught_up(self, now: float) -> bool:
         return self.rate >= CAUGHT_UP * self._held.rate(now)

@@ -128,9 +128,10 @@ class AutoSelector:
                 code="min_top1_unreachable",
             )
         self._requests += 1
-        self._ceiling.load.arrive(self._clock())
+        now = self._clock()
+        self._ceiling.arrive(now)
         flows = self._backlog()
-        self._update_ceiling(backlog_ms(flows, self._cores))
+        self._update_ceiling(backlog_ms(flows, self._cores), now)
         level = self._ceiling.pick()
         # Below the ceiling, or the cheapest point above the accuracy floor where the ceiling is below it.
         allowed = [point for point in floor if point.service_ms <= self.frontier[level].service_ms] or floor[:1]
@@ -151,11 +152,12 @@ class AutoSelector:
         what the points cost as they run now."""
         observed = [fresh(self._live(point.model, point.resolution)) for point in self.frontier]
         self._ceiling.recost(current_costs(self._calibrated, observed))
-        self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, self._clock()))
-        self._update_ceiling(backlog_ms(self._backlog(), self._cores))
+        now = self._clock()
+        self._metrics.auto_busy.set(self._ceiling.use(self._cpu_seconds(), self._requests, now))
+        self._update_ceiling(backlog_ms(self._backlog(), self._cores), now)
 
-    def _update_ceiling(self, wait: float) -> None:
-        self._ceiling.update(wait, self._clock())
+    def _update_ceiling(self, wait: float, now: float) -> None:
+        self._ceiling.update(wait, now)
         self._metrics.auto_wait.set(wait / 1000.0)
         self._metrics.auto_ceiling.set(between(self._top1, self._ceiling.position))
 

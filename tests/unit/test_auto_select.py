@@ -242,7 +242,7 @@ def test_at_the_start_of_a_load_a_climb_is_judged_on_the_rate_as_it_is() -> None
     for request in range(1, 101):  # 100/s, each taking 14 ms of the cores: 0.7 of two, no room to climb
         now += 0.01
         cpu += 0.014
-        ceiling.load.arrive(now)
+        ceiling.arrive(now)
         ceiling.use(cpu, request, now)
         ceiling.update(0.0, now)
     # The averaged use is 0.42 after a second and the averaged rate 60/s: together they would make room for
