@@ -1,10 +1,15 @@
 """What each ImageNet classifier costs per image at each resolution on this host, timed at start-up.
 
 Hosts differ (int8 runs 35% and more slower without VNNI), so a trade-off table measured elsewhere says
-nothing of latency here. Before the server says it is ready, each point is timed once, in a budget of a
-few seconds for all of them: one image run alone and a batch of the model's batch size, on the session a
+nothing of latency here. Before the server says it is ready, each point is timed in a budget of a few
+seconds for all of them: one image run alone and a batch of the model's batch size, on the session a
 batch uses beside others (one core), and decoding a JPEG photo's size of pixels into that resolution. A
 point the budget did not reach has no timing.
+
+Each timing is the fastest of PASSES samples, and every pass takes one sample of every point in turn: a
+VM's slow spells last a second or more, and timing each point's runs back to back put whole points in
+them, so that which points made model=auto's frontier changed from one start-up to the next. Decoding
+depends only on the preprocessing and the resolution, so points that share both share its samples.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .preprocess import prepare
+from .preprocess import PreprocessSpec, prepare
 from .store import Variant
 
 log = logging.getLogger("mobilenet_serve.calibration")
 
-RUNS = 3
+PASSES = 5
 # A 640x480 photo: the size of the benchmark images and of most uploads.
 PHOTO_SIZE = (640, 480)
 
@@ -52,42 +57,62 @@ def calibrate(targets: Iterable[CalibrationTarget], budget_seconds: float) -> di
     """A timing per (model, resolution) of `targets`, until `budget_seconds` are spent."""
     started = time.perf_counter()
     photo = _photo()
-    timings: dict[tuple[str, int], Timing] = {}
-    skipped = 0
-    for target in targets:
-        for resolution in target.variant.resolutions:
+    points = [_Point(target, resolution) for target in targets for resolution in target.variant.resolutions]
+    decodes: dict[tuple[PreprocessSpec, int], list[float]] = {}
+    reached = 0
+    for _ in range(PASSES):
+        sampled: set[tuple[PreprocessSpec, int]] = set()
+        for index, point in enumerate(points):
             if time.perf_counter() - started > budget_seconds:
-                skipped += 1
-                continue
-            timings[(target.variant.name, resolution)] = _time(target, resolution, photo)
+                break
+            reached = max(reached, index + 1)
+            point.sample()
+            if point.decode_key not in sampled:
+                sampled.add(point.decode_key)
+                decodes.setdefault(point.decode_key, []).append(point.time_decode(photo))
+    timings = {point.key: point.timing(min(decodes[point.decode_key])) for point in points[:reached]}
     seconds = time.perf_counter() - started
+    skipped = len(points) - reached
     log.info("calibrated %d trade-off points in %.1f s%s", len(timings), seconds,
              f"; {skipped} left untimed (calibration_seconds)" if skipped else "")  # fmt: skip
     return timings
 
 
-def _time(target: CalibrationTarget, resolution: int, photo: bytes) -> Timing:
-    variant = target.variant
-    size = target.batch_limit(resolution)
-    one = np.zeros((1, 3, resolution, resolution), dtype=np.float32)
-    batch = np.zeros((size, 3, resolution, resolution), dtype=np.float32)
-    target.run(one)  # the first run at a new shape prepares it
-    if size > 1:
-        target.run(batch)
-    alone = _fastest_ms(lambda: target.run(one))
-    per_image = _fastest_ms(lambda: target.run(batch)) / size
-    decode = _fastest_ms(lambda: prepare(photo, variant.preprocess, resolution, PHOTO_SIZE[0] * PHOTO_SIZE[1]))
-    return Timing(round(alone, 3), round(per_image, 3), size, round(decode, 3))
+class _Point:
+    """One (model, resolution) being timed: its samples so far."""
+
+    def __init__(self, target: CalibrationTarget, resolution: int) -> None:
+        self._target = target
+        self._resolution = resolution
+        self.key = (target.variant.name, resolution)
+        self.decode_key = (target.variant.preprocess, resolution)
+        self._size = target.batch_limit(resolution)
+        self._one = np.zeros((1, 3, resolution, resolution), dtype=np.float32)
+        self._batch = np.zeros((self._size, 3, resolution, resolution), dtype=np.float32)
+        self._alone: list[float] = []
+        self._batched: list[float] = []
+
+    def sample(self) -> None:
+        if not self._alone:  # the first run at a new shape prepares it
+            self._target.run(self._one)
+            if self._size > 1:
+                self._target.run(self._batch)
+        self._alone.append(_ms(lambda: self._target.run(self._one)))
+        self._batched.append(_ms(lambda: self._target.run(self._batch)) / self._size)
+
+    def time_decode(self, photo: bytes) -> float:
+        spec, resolution = self.decode_key
+        return _ms(lambda: prepare(photo, spec, resolution, PHOTO_SIZE[0] * PHOTO_SIZE[1]))
+
+    def timing(self, decode_ms: float) -> Timing:
+        # The fastest sample: what the work costs; slower ones measured interruptions by other processes too.
+        return Timing(round(min(self._alone), 3), round(min(self._batched), 3), self._size, round(decode_ms, 3))
 
 
-def _fastest_ms(work: Callable[[], object]) -> float:
-    durations = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        work()
-        durations.append(time.perf_counter() - started)
-    # The fastest run: what the work costs; slower ones measured interruptions by other processes too.
-    return 1000.0 * min(durations)
+def _ms(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return 1000.0 * (time.perf_counter() - started)
 
 
 def _photo() -> bytes:
