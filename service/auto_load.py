@@ -24,6 +24,9 @@ MIN_RATE_FOR_COSTS = 10.0
 # the start of a load the averaged use still holds what the server did before (other models' requests), and
 # per auto request that is a large cost.
 CAUGHT_UP = 0.8
+# Climbs are judged at the rate as it is until the averaged rate is within this share of it: at 0.8 of it, the
+# cores' time a request may take read 25% too high, and the ceiling climbed as a load started.
+RATE_CAUGHT_UP = 0.95
 
 
 class RecentRate:
@@ -95,7 +98,7 @@ class AutoLoad:
     def rate_now(self, now: float) -> float:
         """The averaged rate, or at the start of a load, before it has caught up, the rate over the last hold."""
         held = self._held.rate(now)
-        return self.rate if self.rate >= CAUGHT_UP * held else held
+        return self.rate if self.rate >= RATE_CAUGHT_UP * held else held
 
     def _caught_up(self, now: float) -> bool:
         return self.rate >= CAUGHT_UP * self._held.rate(now)

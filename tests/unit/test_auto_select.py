@@ -248,6 +248,15 @@ def test_at_the_start_of_a_load_a_climb_is_judged_on_the_rate_as_it_is() -> None
     # The averaged use is 0.42 after a second and the averaged rate 60/s: together they would make room for
     # a point and more. It moved a few hundredths, before the first MIN_ARRIVALS requests gave a rate.
     assert ceiling.position < 0.1
+    for request in range(101, 301):
+        now += 0.01
+        cpu += 0.014
+        ceiling.arrive(now)
+        ceiling.use(cpu, request, now)
+        ceiling.update(0.0, now)
+    # Three seconds in, the averaged rate is still a few percent short of the rate as it is: judged at it, a request
+    # seems to have that much more of the cores' time than the load leaves it (at 0.8 of it, over a point).
+    assert ceiling.position < 0.1
 
 
 def test_an_idle_spell_counts_as_quiet() -> None:
