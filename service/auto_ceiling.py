@@ -34,6 +34,21 @@ def between(values: list[float], position: float) -> float:
     return values[level] + (position - level) * (values[level + 1] - values[level])
 
 
+def position_in(costs: list[float], cost: float) -> float:
+    """The highest position whose split costs no more than `cost`, given each point's cost, cheapest first."""
+    if cost >= costs[-1]:
+        return float(len(costs) - 1)
+    level = bisect.bisect_right(costs, cost) - 1
+    if level < 0:
+        return 0.0
+    gap = costs[level + 1] - costs[level]
+    return level + ((cost - costs[level]) / gap if gap > 0 else 0.0)
+
+
+def _mean_step(costs: list[float]) -> float:
+    return (costs[-1] - costs[0]) / max(1, len(costs) - 1)
+
+
 class Ceiling:
     """How far up the frontier auto may choose now: a position between points, moved by the load.
 
@@ -42,7 +57,8 @@ class Ceiling:
     point; then it lets the items queued before the step drain before it judges or climbs again.
 
     Otherwise it climbs, by the frontier's mean step in cost per `hold_seconds` at most (one point, were the
-    points evenly spread), towards the highest position at which the cores' use stays under UP_BELOW. A
+    points evenly spread) as the points run now and as calibrated, towards the highest position at which
+    the cores' use stays under UP_BELOW. A
     queue forms only once the cores are nearly full, too late to tell whether a higher position fits, so
     this is judged on the share of the cores the server uses (`use`, auto_load.py): what an auto request
     costs the cores by the averages over `hold_seconds`, with the change in cost the climb would make, at
@@ -59,6 +75,8 @@ class Ceiling:
 
     def __init__(self, costs_ms: list[float], target_ms: float, hold_seconds: float, cores: int, now: float) -> None:
         self.recost(costs_ms)
+        self._calibrated = costs_ms
+        self._calibrated_step_ms = _mean_step(costs_ms)
         self._target_ms = target_ms
         self._hold = hold_seconds
         self.load = AutoLoad(cores, hold_seconds, costs_ms[-1])
@@ -86,8 +104,7 @@ class Ceiling:
             return
         room = self._room(now)
         if room > self.position:
-            step = self._step_ms * elapsed / self._hold
-            self.position = min(room, self._position_of(self.cost(self.position) + step))
+            self.position = min(room, self._climbed(elapsed / self._hold))
 
     def recost(self, costs_ms: list[float]) -> None:
         """Each frontier point's own time, cheapest first: as calibrated, or as it runs now (auto_costs.py).
@@ -95,7 +112,7 @@ class Ceiling:
         The position stays where it is."""
         self._costs = costs_ms
         # How far the ceiling moves per hold: the frontier's mean step in cost, whatever its points' spacing.
-        self._step_ms = (costs_ms[-1] - costs_ms[0]) / max(1, len(costs_ms) - 1)
+        self._step_ms = _mean_step(costs_ms)
 
     def pick(self) -> int:
         """The point for the next request: the position's lower neighbour, or its upper one in proportion."""
@@ -115,14 +132,16 @@ class Ceiling:
         return between(self._costs, position)
 
     def _position_of(self, cost: float) -> float:
-        """The highest position whose split costs no more than `cost`."""
-        if cost >= self._costs[-1]:
-            return float(len(self._costs) - 1)
-        level = bisect.bisect_right(self._costs, cost) - 1
-        if level < 0:
-            return 0.0
-        gap = self._costs[level + 1] - self._costs[level]
-        return level + ((cost - self._costs[level]) / gap if gap > 0 else 0.0)
+        return position_in(self._costs, cost)
+
+    def _climbed(self, holds: float) -> float:
+        """Where `holds` holds of climbing may take the position: the frontier's mean step in cost per hold, in the
+        costs as the points run now and as calibrated. On the former alone, points that run at the same cost now
+        were crossed at once, on a few percent in their times."""
+        by_now = self._position_of(self.cost(self.position) + self._step_ms * holds)
+        calibrated = self._calibrated
+        by_calibration = position_in(calibrated, between(calibrated, self.position) + self._calibrated_step_ms * holds)
+        return min(by_now, by_calibration)
 
     def _room(self, now: float) -> float:
         """The highest position at which the cores' use is predicted under UP_BELOW."""

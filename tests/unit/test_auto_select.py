@@ -189,6 +189,26 @@ def test_a_climb_to_a_point_that_runs_no_costlier_is_free() -> None:
     assert [selector.choose(10 * BUDGET, None).point for _ in range(10)] == [POINTS[1]] * 10
 
 
+def test_points_that_run_at_the_same_cost_are_climbed_at_the_calibrated_pace() -> None:
+    load = Load()
+    selector = load.selector(hold_seconds=1.0)
+    # Under load the three cheapest took 8 ms an image: at the calibration's scale (the median ratio, 8 / 6) all
+    # three cost 6 ms, so climbing from the bottom to the third costs nothing more as they run now.
+    load.ran = {("small", 128): (8.0, 0.1), ("medium", 160): (8.0, 0.1), ("large", 192): (8.0, 0.1)}
+    chosen = []
+    for wait, seconds in ((80.0, 5.0), (0.0, 5.0)):  # down to the bottom, then quiet queues
+        load.wait = wait
+        for _ in range(round(seconds / 0.01)):  # the cores at UP_BELOW: no room for anything costlier
+            load.now += 0.01
+            load.cpu += UP_BELOW * CORES * 0.01
+            chosen.append(selector.choose(10 * BUDGET, None).point)
+            selector.follow()
+    quiet = chosen[500:]
+    # The climb starts once the smoothed wait is down (0.16 s) and takes the calibrated mean step, 3 ms a second:
+    # the third point, 5 ms above the bottom as calibrated, not before 0.8 s; the first climb reached it at once.
+    assert POINTS[2] not in quiet[:70] and quiet[-100:].count(POINTS[2]) >= 98
+
+
 def test_between_two_points_the_requests_are_split_to_use_the_cores_up_to_up_below() -> None:
     load = Load()
     selector = load.selector(hold_seconds=1.0)
