@@ -60,20 +60,18 @@ def calibrate(targets: Iterable[CalibrationTarget], budget_seconds: float) -> di
     inputs: dict[tuple[int, int], np.ndarray] = {}  # shared by the points: (images, resolution) -> zeros
     points = [_Point(target, resolution, inputs) for target in targets for resolution in target.variant.resolutions]
     decodes: dict[tuple[PreprocessSpec, int], list[float]] = {}
-    reached = 0
     for _ in range(PASSES):
         sampled: set[tuple[PreprocessSpec, int]] = set()
-        for index, point in enumerate(points):
+        for point in points:
             if time.perf_counter() - started > budget_seconds:
                 break
-            reached = max(reached, index + 1)
             point.sample()
             if point.decode_key not in sampled:
                 sampled.add(point.decode_key)
                 decodes.setdefault(point.decode_key, []).append(point.time_decode(photo))
-    timings = {point.key: point.timing(min(decodes[point.decode_key])) for point in points[:reached]}
+    timings = {point.key: point.timing(min(decodes[point.decode_key])) for point in points if point.timed}
     seconds = time.perf_counter() - started
-    skipped = len(points) - reached
+    skipped = len(points) - len(timings)
     log.info("calibrated %d trade-off points in %.1f s%s", len(timings), seconds,
              f"; {skipped} left untimed (calibration_seconds)" if skipped else "")  # fmt: skip
     return timings
@@ -94,8 +92,12 @@ class _Point:
         self._alone: list[float] = []
         self._batched: list[float] = []
 
+    @property
+    def timed(self) -> bool:
+        return bool(self._alone)
+
     def sample(self) -> None:
-        if not self._alone:  # the first run at a new shape prepares it
+        if not self.timed:  # the first run at a new shape prepares it
             self._target.run(self._one)
             if self._size > 1:
                 self._target.run(self._batch)
