@@ -19,9 +19,14 @@ import math
 from .auto_load import AutoLoad
 
 # The ceiling comes down when the predicted completion at it passes this share of the target (the default
-# budget), and climbs while the cores' use predicted at the higher position stays under UP_BELOW.
+# budget), and climbs while the cores' use predicted at the higher position stays under UP_BELOW and under
+# 1 - TAIL * (a request's cores' time) / target: a queue's wait grows with the time each request takes and
+# with 1 / (1 - use), so a costlier point, or a tighter target, leaves less of the cores to use. TAIL is where
+# single points stopped answering 99% within 100 ms on this project's VM (docs/benchmark-log.md, "A use limit
+# that falls with a request's cost").
 DOWN_AT = 0.4
 UP_BELOW = 0.7
+TAIL = 3.0
 MIN_SETTLE_SECONDS = 0.4
 SMOOTHING_SECONDS = 0.2
 
@@ -45,6 +50,13 @@ def position_in(costs: list[float], cost: float) -> float:
     return level + ((cost - costs[level]) / gap if gap > 0 else 0.0)
 
 
+def share_ms(rate: float, cores: int, target_ms: float) -> float:
+    """The cores' time x each request may take at `rate` per second for the use, rate * x / cores, to stay under
+    UP_BELOW and under 1 - TAIL * x / target."""
+    per_core = rate / (cores * 1000.0)
+    return min(UP_BELOW / per_core, 1.0 / (per_core + TAIL / target_ms))
+
+
 def _mean_step(costs: list[float]) -> float:
     return (costs[-1] - costs[0]) / max(1, len(costs) - 1)
 
@@ -58,18 +70,18 @@ class Ceiling:
 
     Otherwise it climbs, by the frontier's mean step in cost per `hold_seconds` at most (one point, were the
     points evenly spread) as the points run now and as calibrated, towards the highest position at which
-    the cores' use stays under UP_BELOW. A
-    queue forms only once the cores are nearly full, too late to tell whether a higher position fits, so
-    this is judged on the share of the cores the server uses (`use`, auto_load.py): what an auto request
-    costs the cores by the averages over `hold_seconds`, with the change in cost the climb would make, at
-    the averaged rate of auto requests (at the start of a load, their rate as it is); a request's other
-    costs (HTTP, the response) stay the same. It does not come down on the use: a use over UP_BELOW while
+    the cores' use stays under its limit (`share_ms`), lower the costlier a request and the tighter the
+    target. A queue forms only once the cores are nearly full, too late to tell whether a higher position
+    fits, so this is judged on the share of the cores the server uses (`use`, auto_load.py): what an auto
+    request costs the cores by the averages over `hold_seconds`, with the change in cost the climb would
+    make, at the averaged rate of auto requests (at the start of a load, their rate as it is); a request's
+    other costs (HTTP, the response) stay the same. It does not come down on the use: a use over the limit while
     the queue stays short is a load the cores carry.
 
     The averages lag a load that jumps (from idle to overload, say): at the top of the frontier a tenth of a
     second of such a load queues more than the budget, and the queue takes seconds to drain. So while the
     recent rate of auto requests is a multiple of the averaged one (auto_load.JUMP), the position comes down
-    at once to where that rate would use the cores up to UP_BELOW, a request costing its point and what the
+    at once to where that rate would use the cores up to the limit, a request costing its point and what the
     averages say a request costs besides.
     """
 
@@ -144,7 +156,7 @@ class Ceiling:
         return min(by_now, by_calibration)
 
     def _room(self, now: float) -> float:
-        """The highest position at which the cores' use is predicted under UP_BELOW."""
+        """The highest position at which the cores' use is predicted under its limit."""
         load = self.load
         if load.rate <= 0.0:  # no request lately
             return float(len(self._costs) - 1)
@@ -168,8 +180,7 @@ class Ceiling:
             self._settled_at = max(self._settled_at, now + MIN_SETTLE_SECONDS)
 
     def _share_ms(self, rate: float) -> float:
-        """The cores' time each request may take at `rate` for the cores' use to stay under UP_BELOW."""
-        return UP_BELOW * self.load.cores * 1000.0 / rate
+        return share_ms(rate, self.load.cores, self._target_ms)
 
     def _step_down(self, predicted: float, now: float) -> None:
         wanted = self.cost(self.position) * DOWN_AT * self._target_ms / predicted

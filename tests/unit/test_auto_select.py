@@ -11,7 +11,7 @@ import json
 import pytest
 from support import STORE, V1_SMALL, metric_value
 
-from service.auto_ceiling import UP_BELOW, Ceiling
+from service.auto_ceiling import Ceiling, share_ms
 from service.auto_load import MIN_ARRIVALS
 from service.auto_select import AutoSelector, Point, Unavailable, build_selector
 from service.calibration import Timing
@@ -31,6 +31,8 @@ POINTS = [  # cheapest first, as on a frontier
 ]
 BUDGET = 100.0
 CORES = 2
+# The cores' use at which auto requests at 100/s leave no room to climb, with the default budget.
+FULL = share_ms(100.0, CORES, BUDGET) * 100.0 / (CORES * 1000.0)
 
 
 class Load:
@@ -45,7 +47,7 @@ class Load:
         self.full: set[str] = set()
 
     def selector(self, **config: float) -> AutoSelector:
-        settings = AutoConfig(default_budget_ms=BUDGET, **config)
+        settings = AutoConfig(**{"default_budget_ms": BUDGET, **config})
         admits = lambda model, count: model not in self.full  # noqa: E731
         return AutoSelector(
             POINTS, settings, self.backlog, self.live, lambda: self.cpu, admits, CORES, Metrics(), lambda: self.now
@@ -125,13 +127,15 @@ def test_the_ceiling_comes_down_under_load_and_climbs_back_a_mean_step_per_hold(
     assert under_load[-1] == POINTS[0]
     # The ceiling follows the smoothed wait: the first request under load still gets the top point.
     assert under_load[0] == POINTS[-1]
-    climbing = load.run(selector, 3.5, wait=0.0)
+    # 50/s: a rate at which the top point fits (at 100/s, its 13 ms would use more of the cores than answers
+    # within the budget leave; a_load_that_jumps).
+    climbing = load.run(selector, 3.5, wait=0.0, step=0.02)
     # Between two points the requests are split between them. The frontier's mean step is 3 ms: the
     # choices' mean cost climbs at most that much each second, from the cheapest point's 4 ms.
     for second in range(3):
-        costs = [point.service_ms for point in climbing[second * 100 : (second + 1) * 100]]
+        costs = [point.service_ms for point in climbing[second * 50 : (second + 1) * 50]]
         assert sum(costs) / len(costs) <= 4.0 + 3.0 * (second + 1)
-    assert len(set(climbing[:100])) > 1 and climbing[-40:] == [POINTS[-1]] * 40
+    assert len(set(climbing[:50])) > 1 and climbing[-20:] == [POINTS[-1]] * 20
 
 
 def test_the_ceiling_follows_the_load_between_auto_requests() -> None:
@@ -157,7 +161,7 @@ def _steady(load: Load, selector: AutoSelector, seconds: float, rate: float = 10
     return chosen
 
 
-def _down_then_quiet(load: Load, selector: AutoSelector, quiet_seconds: float, busy: float = UP_BELOW) -> list[Point]:
+def _down_then_quiet(load: Load, selector: AutoSelector, quiet_seconds: float, busy: float = FULL) -> list[Point]:
     """5 s under a queue (down to the bottom), then `quiet_seconds` of quiet queues, auto requests at 100/s with the
     cores `busy`; the points chosen in the quiet."""
     chosen = []
@@ -171,12 +175,12 @@ def _down_then_quiet(load: Load, selector: AutoSelector, quiet_seconds: float, b
     return chosen[500:]
 
 
-@pytest.mark.parametrize(("busy", "climbs"), [(UP_BELOW, False), (UP_BELOW - 0.25, True)])
+@pytest.mark.parametrize(("busy", "climbs"), [(FULL, False), (FULL - 0.25, True)])
 def test_a_climb_waits_for_room_on_the_cores(busy: float, climbs: bool) -> None:
     load = Load()
     selector = load.selector(hold_seconds=1.0)
     _down_then_quiet(load, selector, 10.0, busy)
-    # A use that does not fall as it climbs: none at UP_BELOW, to the top under it.
+    # A use that does not fall as it climbs: none at FULL, to the top under it.
     assert selector.choose(10 * BUDGET, None).point == (POINTS[-1] if climbs else POINTS[0])
     text = selector._metrics.render()[0].decode()
     assert metric_value(text, "mobilenet_auto_cpu_busy") == pytest.approx(busy, abs=0.01)
@@ -187,7 +191,7 @@ def test_a_climb_to_a_point_that_runs_no_costlier_is_free() -> None:
     selector = load.selector(hold_seconds=1.0)
     # As calibrated, the 6 ms point costs 2 ms more than the 4 ms one; under load both took 8 ms an image.
     load.ran = {("small", 128): (8.0, 0.1), ("medium", 160): (8.0, 0.1)}
-    _down_then_quiet(load, selector, 5.0)  # the cores at UP_BELOW: no room for anything costlier
+    _down_then_quiet(load, selector, 5.0)  # the cores at FULL: no room for anything costlier
     assert [selector.choose(10 * BUDGET, None).point for _ in range(10)] == [POINTS[1]] * 10
 
 
@@ -197,27 +201,34 @@ def test_points_that_run_at_the_same_cost_are_climbed_at_the_calibrated_pace() -
     # Under load the three cheapest took 8 ms an image: at the calibration's scale (the median ratio, 8 / 6) all
     # three cost 6 ms, so climbing from the bottom to the third costs nothing more as they run now.
     load.ran = {("small", 128): (8.0, 0.1), ("medium", 160): (8.0, 0.1), ("large", 192): (8.0, 0.1)}
-    quiet = _down_then_quiet(load, selector, 5.0)  # the cores at UP_BELOW: no room for anything costlier
+    quiet = _down_then_quiet(load, selector, 5.0)  # the cores at FULL: no room for anything costlier
     # The climb starts once the smoothed wait is down (0.16 s) and takes the calibrated mean step, 3 ms a second:
     # the third point, 5 ms above the bottom as calibrated, not before 0.8 s; the first climb reached it at once.
     assert POINTS[2] not in quiet[:70] and quiet[-100:].count(POINTS[2]) >= 98
 
 
-def test_between_two_points_the_requests_are_split_to_use_the_cores_up_to_up_below() -> None:
+@pytest.mark.parametrize(("budget", "lower"), [(BUDGET, 1), (BUDGET / 2, 0)])
+def test_between_two_points_the_requests_are_split_to_use_the_cores_up_to_the_limit(budget: float, lower: int) -> None:
     load = Load()
-    selector = load.selector(hold_seconds=1.0)
-    # At 100/s on two cores each ms costs 0.05 of the cores: 0.65 at 192 (9 ms + 4), 0.85 at 224 (13 + 4).
+    selector = load.selector(hold_seconds=1.0, default_budget_ms=budget)
+    # At 100/s on two cores a request's every ms is 0.05 of the cores. What a request may take, its point's time
+    # and 4 ms besides: 12.5 ms within 100 ms (0.625 of the cores), 9.1 ms within 50 ms (0.45): between 160
+    # (6 + 4 ms) and 192 (9 + 4), or between 128 (4 + 4) and 160.
+    allowed = share_ms(100.0, CORES, budget)
+    low, high = (POINTS[lower].service_ms + 4.0, POINTS[lower + 1].service_ms + 4.0)
+    assert low < allowed < high
     load.wait = 80.0  # down to the bottom first: the ceiling climbs on the use, and comes down on the queue
     _steady(load, selector, 5.0)
     load.wait = 0.0
     last = _steady(load, selector, 20.0)[-500:]
-    assert {point.resolution for point in last} == {192, 224}  # the two neighbours of UP_BELOW, nothing else
-    upper = sum(point.resolution == 224 for point in last) / len(last)
-    # 0.65 + share * 0.2 = UP_BELOW; the use averaged over a hold lags the climb, so it may pass it.
-    share = (UP_BELOW - 0.65) / 0.2
+    assert set(last) == {POINTS[lower], POINTS[lower + 1]}  # the two neighbours of the limit, nothing else
+    upper = sum(point == POINTS[lower + 1] for point in last) / len(last)
+    # The use averaged over a hold lags the climb, so it may pass the limit.
+    share = (allowed - low) / (high - low)
     assert share - 0.05 <= upper <= share + 0.1
     text = selector._metrics.render()[0].decode()
-    assert UP_BELOW - 0.02 <= metric_value(text, "mobilenet_auto_cpu_busy") <= UP_BELOW + 0.03
+    use = allowed * 100.0 / (CORES * 1000.0)
+    assert use - 0.02 <= metric_value(text, "mobilenet_auto_cpu_busy") <= use + 0.03
     # Consecutive requests go to the same point most of the time: the split is in proportion, not random.
     switches = sum(a != b for a, b in zip(last, last[1:], strict=False))
     assert switches <= 2 * min(upper, 1 - upper) * len(last) + 10
