@@ -2,7 +2,8 @@
 
 The default model's capacity is measured first (closed loop, 32 clients). Then, at each multiple of it,
 an open-loop generator (tests/open_loop.py, in a process of its own) sends Poisson arrivals at that
-rate to `/classify` with the fixed default model, and to `/classify?model=auto` with a 100 ms budget.
+rate to `/classify` with the fixed default model, and to `/classify?model=auto` with a 100 ms budget
+(`--budget-ms`, which is also the server's `auto.default_budget_ms`, the budget auto's ceiling keeps to).
 Each run begins with `--warmup` seconds at its rate that are not counted: what is measured is the
 steady state at that rate, not how the previous run (another mode, another rate) left the queues and
 auto's ceiling.
@@ -124,7 +125,12 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=100.0)
     args = parser.parse_args()
     multiples = [float(m) for m in args.multiples.split(",")]
-    config = {"models": CLASSIFIERS, "default_model": PREFERRED_DEFAULT_MODEL, "log_level": "warning"}
+    config = {
+        "models": CLASSIFIERS,
+        "default_model": PREFERRED_DEFAULT_MODEL,
+        "log_level": "warning",
+        "auto": {"default_budget_ms": args.budget_ms},  # the budget auto's ceiling keeps to
+    }
     server = start_server(Path(tempfile.mkdtemp(prefix="overload-")), config)
     try:
         tradeoffs = httpx.get(server.url + "/v1/tradeoffs", timeout=10).json()
