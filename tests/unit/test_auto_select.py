@@ -127,8 +127,8 @@ def test_the_ceiling_comes_down_under_load_and_climbs_back_a_mean_step_per_hold(
     assert under_load[-1] == POINTS[0]
     # The ceiling follows the smoothed wait: the first request under load still gets the top point.
     assert under_load[0] == POINTS[-1]
-    # 50/s: a rate at which the top point fits (at 100/s, its 13 ms would use more of the cores than answers
-    # within the budget leave; a_load_that_jumps).
+    # 50/s, a rate at which the top point fits: at 100/s its 13 ms is over what a request may take (12.5 ms,
+    # share_ms), and with no use fed every request reads as a load that jumps, which comes down to that.
     climbing = load.run(selector, 3.5, wait=0.0, step=0.02)
     # Between two points the requests are split between them. The frontier's mean step is 3 ms: the
     # choices' mean cost climbs at most that much each second, from the cheapest point's 4 ms.
