@@ -1,6 +1,7 @@
 """Degrade instead of refusing: open-loop load at 0.5x to 4x the default model's capacity, fixed model against auto.
 
-The default model's capacity is measured first (closed loop, 32 clients). Then, at each multiple of it,
+The default model's capacity is measured first (closed loop, 32 clients), and that of auto's cheapest
+point, which bounds the rates auto can hold. Then, at each multiple of the default model's capacity,
 an open-loop generator (tests/open_loop.py, in a process of its own) sends Poisson arrivals at that
 rate to `/classify` with the fixed default model, and to `/classify?model=auto` with a 100 ms budget
 (`--budget-ms`, which is also the server's `auto.default_budget_ms`, the budget auto's ceiling keeps to).
@@ -142,6 +143,12 @@ def main() -> None:
         capacity = closed.throughput
         print(f"{platform.processor() or platform.machine()}; default model {default[0]}@{default[1]}: "
               f"{capacity:.1f} img/s closed loop at concurrency 32 (p99 {closed.p99_ms:.1f} ms)")  # fmt: skip
+        cheapest = frontier[0]
+        query = f"?model={cheapest['model']}&resolution={cheapest['resolution']}"
+        floor = asyncio.run(run_load(server.url + "/classify" + query, images, 32, 8.0, 2.0)).throughput
+        # Auto can hold no rate its cheapest point cannot: the multiples are measured against this too.
+        print(f"auto's cheapest point {cheapest['model']}@{cheapest['resolution']}: {floor:.1f} img/s closed loop "
+              f"({floor / capacity:.2f}x the default model's)")  # fmt: skip
         names = [f"{p['model']}@{p['resolution']}" for p in frontier]
         print(f"auto's frontier: {', '.join(names)}\n")
         auto_target = f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&top_k=1"
