@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
 
 from harness import LOOPBACK, ServerProcess, start_server  # noqa: E402
-from load import load_images, percentile, run_load  # noqa: E402
+from load import Image, LoadResult, load_images, percentile, run_load  # noqa: E402
 from open_loop import OpenLoop, Sent, late_sends, run  # noqa: E402
 
 from service.config import PREFERRED_DEFAULT_MODEL  # noqa: E402
@@ -93,16 +93,25 @@ def drive(server: ServerProcess, mode: str, target: str, rate: float, args: argp
     return summarise(mode, rate, sent, args.seconds, args.budget_ms / 1000.0, top1)
 
 
+def single_point(point: dict) -> tuple[str, str]:
+    """A frontier point's name, and the /classify path that asks for it alone."""
+    model, resolution = point["model"], point["resolution"]
+    return f"{model}@{resolution}", f"/classify?model={model}&resolution={resolution}"
+
+
+def closed_loop(server: ServerProcess, path: str, images: list[Image]) -> LoadResult:
+    """`path` at concurrency 32, 8 s counted after 2 s of warm-up: its capacity."""
+    return asyncio.run(run_load(server.url + path, images, 32, 8.0, 2.0))
+
+
 def best_single_point(
     server: ServerProcess, frontier: list[dict], start: int, rate: float, args: argparse.Namespace, top1: dict
 ) -> tuple[list[Row], int | None]:
     """The runs of single points from frontier[start] down until one holds `rate`, and its index (None: none)."""
     tried = []
     for index in range(start, -1, -1):
-        point = frontier[index]
-        name = f"{point['model']}@{point['resolution']}"
-        target = f"/classify?model={point['model']}&resolution={point['resolution']}&top_k=1"
-        tried.append(drive(server, name, target, rate, args, top1))
+        name, path = single_point(frontier[index])
+        tried.append(drive(server, name, path + "&top_k=1", rate, args, top1))
         if tried[-1].held:
             return tried, index
     return tried, None
@@ -139,17 +148,16 @@ def main() -> None:
         frontier = tradeoffs["auto"]["points"]
         default = (PREFERRED_DEFAULT_MODEL, 224)
         images = load_images()
-        closed = asyncio.run(run_load(server.url + "/classify", images, 32, 8.0, 2.0))
+        closed = closed_loop(server, "/classify", images)
         capacity = closed.throughput
         print(f"{platform.processor() or platform.machine()}; default model {default[0]}@{default[1]}: "
               f"{capacity:.1f} img/s closed loop at concurrency 32 (p99 {closed.p99_ms:.1f} ms)")  # fmt: skip
-        cheapest = frontier[0]
-        query = f"?model={cheapest['model']}&resolution={cheapest['resolution']}"
-        floor = asyncio.run(run_load(server.url + "/classify" + query, images, 32, 8.0, 2.0)).throughput
+        cheapest, path = single_point(frontier[0])
+        floor = closed_loop(server, path, images).throughput
         # Auto can hold no rate its cheapest point cannot: the multiples are measured against this too.
-        print(f"auto's cheapest point {cheapest['model']}@{cheapest['resolution']}: {floor:.1f} img/s closed loop "
+        print(f"auto's cheapest point {cheapest}: {floor:.1f} img/s closed loop "
               f"({floor / capacity:.2f}x the default model's)")  # fmt: skip
-        names = [f"{p['model']}@{p['resolution']}" for p in frontier]
+        names = [single_point(p)[0] for p in frontier]
         print(f"auto's frontier: {', '.join(names)}\n")
         auto_target = f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&top_k=1"
         rows: list[Row] = []
