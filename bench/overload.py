@@ -14,8 +14,12 @@ figure for each answer's model and resolution). A rate is held when at least 99%
 answered within the budget and none was refused. Right after auto's run at each rate (this VM's speed
 drifts over minutes, so the runs compared should be close in time) it finds the most accurate single
 fixed point (of auto's frontier) that holds the rate, to compare auto's mean expected top-1 with.
+A grid of multiples only brackets each mode's highest held rate; `--edge-probes N` then bisects it in
+N runs each for the fixed model, auto and auto's cheapest point alone, between 0 and that point's
+closed-loop capacity. `--images DIR` sends every JPEG in DIR instead of the five benchmark JPEGs.
 
     python bench/overload.py [--seconds 8] [--warmup 2] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
+                             [--edge-probes 0] [--images DIR]
 """
 
 from __future__ import annotations
@@ -86,11 +90,18 @@ def summarise(mode: str, rate: float, sent: list[Sent], seconds: float, budget_s
 
 
 def drive(server: ServerProcess, mode: str, target: str, rate: float, args: argparse.Namespace, top1: dict) -> Row:
-    bodies = [image.data for image in load_images()]
+    bodies = [image.data for image in args.jpegs]
     load = OpenLoop(LOOPBACK, server.port, target, bodies, rate, args.warmup + args.seconds, seed=int(rate))
     sent = [s for s in run(load) if s.scheduled >= args.warmup]
     time.sleep(PAUSE_SECONDS)
     return summarise(mode, rate, sent, args.seconds, args.budget_ms / 1000.0, top1)
+
+
+def jpegs_in(directory: Path) -> list[Image]:
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not paths:
+        raise SystemExit(f"no JPEG files in {directory}")
+    return [Image(p.name, p.read_bytes()) for p in paths]
 
 
 def single_point(point: dict) -> tuple[str, str]:
@@ -117,6 +128,39 @@ def best_single_point(
     return tried, None
 
 
+def highest_held(
+    server: ServerProcess, targets: dict[str, str], ceiling: float, args: argparse.Namespace, top1: dict
+) -> tuple[dict[str, float], list[Row]]:
+    """Each target's highest held rate, bisected between 0 and `ceiling` in `args.edge_probes` runs, and the runs.
+
+    The targets take turns, so that their runs share the VM's minutes."""
+    brackets = {mode: (0.0, ceiling) for mode in targets}  # (highest rate held, lowest rate not held)
+    runs = []
+    for _ in range(args.edge_probes):
+        for mode, target in targets.items():
+            held, failed = brackets[mode]
+            runs.append(drive(server, mode, target, (held + failed) / 2, args, top1))
+            brackets[mode] = (runs[-1].rate, failed) if runs[-1].held else (held, runs[-1].rate)
+    return {mode: held for mode, (held, _) in brackets.items()}, runs
+
+
+def print_edges(
+    server: ServerProcess,
+    targets: dict[str, str],
+    ceiling: float,
+    capacity: float,
+    args: argparse.Namespace,
+    top1: dict,
+) -> None:
+    edges, runs = highest_held(server, targets, ceiling, args, top1)
+    print(f"\nEach mode's highest held rate, bisected in {args.edge_probes} runs between 0 and {ceiling:.0f}/s:")
+    print_rows(runs)
+    fixed = edges["fixed"]
+    for mode, rate in edges.items():
+        ratio = f", {rate / fixed:.2f}x the fixed model's" if fixed and mode != "fixed" else ""
+        print(f"{mode}: {rate:.0f}/s ({rate / capacity:.2f}x capacity{ratio})")
+
+
 def print_rows(rows: list[Row]) -> None:
     print("| mode | rate /s | goodput /s | within budget | p50 ms | p99 ms | refused | timeouts | late sends "
           "| mean expected top-1 | points answered |")  # fmt: skip
@@ -133,7 +177,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at each run's rate before it counts")
     parser.add_argument("--multiples", default="0.5,1,2,3,4")
     parser.add_argument("--budget-ms", type=float, default=100.0)
+    parser.add_argument("--edge-probes", type=int, default=0, help="bisecting runs per mode for its highest held rate")
+    parser.add_argument("--images", type=Path, help="directory of JPEGs to send (default: the five benchmark JPEGs)")
     args = parser.parse_args()
+    args.jpegs = jpegs_in(args.images) if args.images else load_images()
     multiples = [float(m) for m in args.multiples.split(",")]
     config = {
         "models": CLASSIFIERS,
@@ -147,13 +194,12 @@ def main() -> None:
         top1 = {(p["model"], p["resolution"]): p["top1"] for p in tradeoffs["points"]}
         frontier = tradeoffs["auto"]["points"]
         default = (PREFERRED_DEFAULT_MODEL, 224)
-        images = load_images()
-        closed = closed_loop(server, "/classify", images)
+        closed = closed_loop(server, "/classify", args.jpegs)
         capacity = closed.throughput
         print(f"{platform.processor() or platform.machine()}; default model {default[0]}@{default[1]}: "
               f"{capacity:.1f} img/s closed loop at concurrency 32 (p99 {closed.p99_ms:.1f} ms)")  # fmt: skip
         cheapest, path = single_point(frontier[0])
-        floor = closed_loop(server, path, images).throughput
+        floor = closed_loop(server, path, args.jpegs).throughput
         # Auto can hold no rate its cheapest point cannot: the multiples are measured against this too.
         print(f"auto's cheapest point {cheapest}: {floor:.1f} img/s closed loop "
               f"({floor / capacity:.2f}x the default model's)")  # fmt: skip
@@ -179,6 +225,9 @@ def main() -> None:
             mode: max((r.rate for r in rows if r.mode == mode and r.held), default=0.0) for mode in ("fixed", "auto")
         }
         print(f"\nhighest rate held: fixed {held['fixed']:.0f}/s, auto {held['auto']:.0f}/s")
+        if args.edge_probes:
+            targets = {"fixed": "/classify?top_k=1", "auto": auto_target, cheapest: path + "&top_k=1"}
+            print_edges(server, targets, floor, capacity, args, top1)
     finally:
         server.stop()
 
