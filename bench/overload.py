@@ -17,9 +17,11 @@ fixed point (of auto's frontier) that holds the rate, to compare auto's mean exp
 A grid of multiples only brackets each mode's highest held rate; `--edge-probes N` then bisects it in
 N runs each for the fixed model, auto and auto's cheapest point alone, between 0 and that point's
 closed-loop capacity. `--images DIR` sends every JPEG in DIR instead of the five benchmark JPEGs.
+`--over-budget refuse` sends auto's requests with `over_budget=refuse`: refused at once where no point
+is predicted within the budget, and given up once it has passed, instead of answered late.
 
     python bench/overload.py [--seconds 8] [--warmup 2] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
-                             [--edge-probes 0] [--images DIR]
+                             [--edge-probes 0] [--images DIR] [--over-budget answer]
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=100.0)
     parser.add_argument("--edge-probes", type=int, default=0, help="bisecting runs per mode for its highest held rate")
     parser.add_argument("--images", type=Path, help="directory of JPEGs to send (default: the five benchmark JPEGs)")
+    parser.add_argument("--over-budget", choices=("answer", "refuse"), default="answer", help="auto's over_budget")
     args = parser.parse_args()
     args.jpegs = jpegs_in(args.images) if args.images else load_images()
     multiples = [float(m) for m in args.multiples.split(",")]
@@ -205,7 +208,9 @@ def main() -> None:
               f"({floor / capacity:.2f}x the default model's)")  # fmt: skip
         names = [single_point(p)[0] for p in frontier]
         print(f"auto's frontier: {', '.join(names)}\n")
-        auto_target = f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&top_k=1"
+        auto_target = (
+            f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&over_budget={args.over_budget}&top_k=1"
+        )
         rows: list[Row] = []
         single_rows: list[Row] = []
         start: int | None = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one

@@ -99,17 +99,23 @@ class Core:
             )
 
     async def answer(
-        self, task: Task, model: LoadedModel, resolution: int, images: list[bytes], started: float, **options: Any
+        self,
+        task: Task,
+        model: LoadedModel,
+        resolution: int,
+        images: list[bytes],
+        started: float,
+        deadline: float | None = None,
+        **options: Any,
     ) -> Encoded:
-        """Run a task on encoded images and encode its answer."""
+        """Run a task on encoded images and encode its answer, by `deadline` (default: the model's timeout)."""
         if task.max_images is not None and len(images) > task.max_images:
             raise ServiceError(400, f"/{task.route} takes exactly one image, got {len(images)}", code="one_image_only")
         # The images were read since the model was resolved: a reload may have replaced it meanwhile.
         model = self.registry.live(model)
-        results = await self.run(model, images, resolution, task.outputs, started)
-        encoded = await self._encode(
-            task, Answer(model.variant, resolution, results), _deadline(model, started), options
-        )
+        deadline = _deadline(model, started) if deadline is None else deadline
+        results = await self.run(model, images, resolution, task.outputs, started, deadline)
+        encoded = await self._encode(task, Answer(model.variant, resolution, results), deadline, options)
         encoded.headers["Server-Timing"] = server_timing(results, time.perf_counter() - started)
         return encoded
 
@@ -130,9 +136,10 @@ class Core:
         resolution: int,
         outputs: tuple[str, ...],
         started: float,
+        deadline: float | None = None,
     ) -> list[ImageResult]:
         """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
-        deadline = _deadline(model, started)
+        deadline = _deadline(model, started) if deadline is None else deadline
         opened = [self._admitted(index, source) for index, source in enumerate(sources)]
         jobs = [
             await self._job(index, model, source, image, resolution, outputs, deadline)

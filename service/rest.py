@@ -5,9 +5,10 @@ A request carries one image as its raw body, or one or more multipart/form-data 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
@@ -74,6 +75,13 @@ MinTop1Query = Annotated[
     float | None,
     Query(ge=0, le=100, allow_inf_nan=False, description="with model=auto: the least top-1 (percent) to accept"),
 ]
+OverBudgetQuery = Annotated[
+    Literal["answer", "refuse"] | None,
+    Query(
+        description="with model=auto, where no point is predicted within the budget: `answer` from the cheapest "
+        "point (the default), or `refuse` at once (429 over_budget) and give up (504) once the budget has passed",
+    ),
+]
 
 
 async def _serve(
@@ -114,7 +122,12 @@ def _only_for(task: Task, wanted: str, **given: Any) -> None:
 
 
 async def _serve_auto(
-    request: Request, resolution: int | None, budget_ms: float | None, min_top1: float | None, k: int
+    request: Request,
+    resolution: int | None,
+    budget_ms: float | None,
+    min_top1: float | None,
+    over_budget: str | None,
+    k: int,
 ) -> Response:
     """/classify with the point chosen by auto_select.py for the request's budget and the load now."""
     started = time.perf_counter()
@@ -134,11 +147,22 @@ async def _serve_auto(
         )  # fmt: skip
     images = await read_images(request, core.settings.max_images_per_request)
     choice = selector.choose(budget, min_top1, len(images))
+    refuse = over_budget == "refuse"
+    if refuse and not choice.within_budget:
+        request.state.model = choice.point.model  # throttled, like a full queue: on the cheapest point's metrics
+        raise ServiceError(
+            429,
+            f"no point is predicted to answer within the budget of {budget:g} ms (the cheapest, "
+            f"{choice.point.model} at {choice.point.resolution}, in {choice.predicted_ms:.0f} ms); retry shortly",
+            code="over_budget", headers={"Retry-After": str(max(1, math.ceil(choice.wait_ms / 1000.0)))},
+        )  # fmt: skip
     task = TASKS["classify"]
     loaded = core.resolve(choice.point.model, task)
     request.state.model = loaded.variant.name
+    # A client that would rather be refused than answered late gains nothing from an answer past its budget.
+    deadline = started + budget / 1000.0 if refuse else None
     encoded = await core.answer(
-        task, loaded, choice.point.resolution, images, started, k=k, selection=choice.describe()
+        task, loaded, choice.point.resolution, images, started, deadline, k=k, selection=choice.describe()
     )
     selector.observe(choice, time.perf_counter() - started)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
@@ -184,11 +208,14 @@ async def classify(
     resolution: ResolutionQuery = None,
     latency_budget_ms: BudgetQuery = None,
     min_top1: MinTop1Query = None,
+    over_budget: OverBudgetQuery = None,
 ) -> Response:
     if model == AUTO:
-        return await _serve_auto(request, resolution, latency_budget_ms, min_top1, top_k)
-    if latency_budget_ms is not None or min_top1 is not None:
-        raise ServiceError(422, "latency_budget_ms and min_top1 apply to model=auto only", code="invalid_parameter")
+        return await _serve_auto(request, resolution, latency_budget_ms, min_top1, over_budget, top_k)
+    if latency_budget_ms is not None or min_top1 is not None or over_budget is not None:
+        raise ServiceError(
+            422, "latency_budget_ms, min_top1 and over_budget apply to model=auto only", code="invalid_parameter"
+        )
     return await _serve(request, "classify", model, resolution, k=top_k)
 
 

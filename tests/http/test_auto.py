@@ -61,6 +61,22 @@ def test_a_tight_budget_chooses_a_cheaper_point_and_min_top1_a_better_one(server
     assert floor.json()["selection"]["expected_top1"] >= 75
 
 
+def test_over_budget_refuse_refuses_what_no_point_answers_in_time_and_answers_the_rest(server: ServerProcess) -> None:
+    with server.client() as http:
+        before = http.get("/metrics").text
+        owl = image_bytes("owl.jpg")
+        refused = http.post("/classify?model=auto&latency_budget_ms=0.01&over_budget=refuse", content=owl, headers=JPEG)
+        answered = http.post("/classify?model=auto&over_budget=refuse", content=owl, headers=JPEG)
+        after = http.get("/metrics").text
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "over_budget" and "within the budget of 0.01 ms" in error["message"]
+    assert int(refused.headers["retry-after"]) >= 1
+    # Refused before it queued: the one image that ran is the answered request's.
+    assert metric_value(after, "mobilenet_batch_size_sum") == metric_value(before, "mobilenet_batch_size_sum") + 1
+    assert answered.status_code == 200 and "within the budget" in answered.json()["selection"]["reason"]
+
+
 @pytest.mark.parametrize(
     ("query", "status", "code", "words"),
     [
@@ -76,6 +92,8 @@ def test_a_tight_budget_chooses_a_cheaper_point_and_min_top1_a_better_one(server
         ("model=auto&min_top1=95", 422, "min_top1_unreachable", "most accurate reaches"),
         (f"model={TV_INT8}&latency_budget_ms=50", 422, "invalid_parameter", "model=auto only"),
         ("min_top1=50", 422, "invalid_parameter", "model=auto only"),
+        ("model=auto&over_budget=maybe", 422, "invalid_parameter", "over_budget"),
+        (f"model={TV_INT8}&over_budget=refuse", 422, "invalid_parameter", "model=auto only"),
     ],
 )
 def test_bad_auto_requests_get_a_clear_json_error(
