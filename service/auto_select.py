@@ -74,6 +74,17 @@ class Choice:
             "expected_top1": self.point.top1,
         }
 
+    def over_budget(self) -> ServiceError:
+        """The refusal for a request that asked for `over_budget=refuse`, where no point is within its budget."""
+        point = self.point
+        return ServiceError(
+            429,
+            f"no point is predicted to answer within the budget of {self.budget_ms:g} ms (the cheapest, "
+            f"{point.model} at {point.resolution}, in {self.predicted_ms:.0f} ms); retry shortly",
+            code="over_budget",
+            headers={"Retry-After": str(max(1, math.ceil(self.wait_ms / 1000.0)))},
+        )
+
 
 @dataclass(frozen=True)
 class Unavailable:

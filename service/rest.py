@@ -5,7 +5,6 @@ A request carries one image as its raw body, or one or more multipart/form-data 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -150,12 +149,7 @@ async def _serve_auto(
     refuse = over_budget == "refuse"
     if refuse and not choice.within_budget:
         request.state.model = choice.point.model  # throttled, like a full queue: on the cheapest point's metrics
-        raise ServiceError(
-            429,
-            f"no point is predicted to answer within the budget of {budget:g} ms (the cheapest, "
-            f"{choice.point.model} at {choice.point.resolution}, in {choice.predicted_ms:.0f} ms); retry shortly",
-            code="over_budget", headers={"Retry-After": str(max(1, math.ceil(choice.wait_ms / 1000.0)))},
-        )  # fmt: skip
+        raise choice.over_budget()
     task = TASKS["classify"]
     loaded = core.resolve(choice.point.model, task)
     request.state.model = loaded.variant.name
