@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from harness import ServerProcess, running_server
+from PIL import Image
 from support import DEEPLAB_SMALL, STORE, TV_INT8, V1_SMALL, image_bytes, metric_value
 
 from service.tradeoffs import PROFILE_NAME
@@ -75,6 +78,24 @@ def test_over_budget_refuse_refuses_what_no_point_answers_in_time_and_answers_th
     # Refused before it queued: the one image that ran is the answered request's.
     assert metric_value(after, "mobilenet_batch_size_sum") == metric_value(before, "mobilenet_batch_size_sum") + 1
     assert answered.status_code == 200 and "within the budget" in answered.json()["selection"]["reason"]
+
+
+def test_over_budget_refuse_gives_up_once_the_budget_has_passed(server: ServerProcess) -> None:
+    # A 4-megapixel photo of noise costs many times the calibration's 640x480 photo to decode, so the point
+    # predicted within twice the cheapest point's calibrated time overruns that budget: given up, not answered.
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    photo = io.BytesIO()
+    Image.fromarray(noise).save(photo, "JPEG", quality=95, subsampling=0)
+    with server.client() as http:
+        tradeoffs = http.get("/v1/tradeoffs").json()
+        cheapest = tradeoffs["auto"]["points"][0]
+        latency = next(p["latency_ms"] for p in tradeoffs["points"] if p.items() >= cheapest.items())
+        budget = f"latency_budget_ms={2 * latency:.3f}"
+        hard = http.post(f"/classify?model=auto&{budget}&over_budget=refuse", content=photo.getvalue(), headers=JPEG)
+        soft = http.post(f"/classify?model=auto&{budget}", content=photo.getvalue(), headers=JPEG)
+    assert hard.status_code == 504, hard.text
+    assert "deadline passed" in hard.json()["error"]["message"]
+    assert soft.status_code == 200 and "within the budget" in soft.json()["selection"]["reason"]
 
 
 @pytest.mark.parametrize(
