@@ -113,7 +113,7 @@ class Core:
             raise ServiceError(400, f"/{task.route} takes exactly one image, got {len(images)}", code="one_image_only")
         # The images were read since the model was resolved: a reload may have replaced it meanwhile.
         model = self.registry.live(model)
-        deadline = _deadline(model, started) if deadline is None else deadline
+        deadline = _deadline(model, started, deadline)
         results = await self.run(model, images, resolution, task.outputs, started, deadline)
         encoded = await self._encode(task, Answer(model.variant, resolution, results), deadline, options)
         encoded.headers["Server-Timing"] = server_timing(results, time.perf_counter() - started)
@@ -139,7 +139,7 @@ class Core:
         deadline: float | None = None,
     ) -> list[ImageResult]:
         """Outputs for encoded images or preprocessed float32 [3, S, S] tensors, in order, through the batch queue."""
-        deadline = _deadline(model, started) if deadline is None else deadline
+        deadline = _deadline(model, started, deadline)
         opened = [self._admitted(index, source) for index, source in enumerate(sources)]
         jobs = [
             await self._job(index, model, source, image, resolution, outputs, deadline)
@@ -199,9 +199,10 @@ class Core:
         self._codec_pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _deadline(model: LoadedModel, started: float) -> float:
-    """When a request that started at `started` must be answered: queueing, running and encoding included."""
-    return started + model.batcher.config.timeout_ms / 1000.0
+def _deadline(model: LoadedModel, started: float, given: float | None) -> float:
+    """When a request that started at `started` must be answered, queueing, running and encoding included: `given`,
+    or the model's timeout."""
+    return started + model.batcher.config.timeout_ms / 1000.0 if given is None else given
 
 
 def resolution_for(variant: Variant, resolution: int | None, status: int = 422) -> int:
