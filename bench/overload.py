@@ -17,11 +17,14 @@ fixed point (of auto's frontier) that holds the rate, to compare auto's mean exp
 A grid of multiples only brackets each mode's highest held rate; `--edge-probes N` then bisects it in
 N runs each for the fixed model, auto and auto's cheapest point alone, between 0 and that point's
 closed-loop capacity. `--images DIR` sends every JPEG in DIR instead of the five benchmark JPEGs.
+`--rounds N` runs the grid N times at the same rates, then prints per rate how many rounds each mode held,
+and auto's mean top-1 beside each round's best single point: on a VM whose speed drifts over minutes, one
+run at the edge of a rate is a coin toss.
 `--over-budget refuse` sends auto's requests with `over_budget=refuse`: refused at once where no point
 is predicted within the budget, and given up once it has passed, instead of answered late.
 
     python bench/overload.py [--seconds 8] [--warmup 2] [--multiples 0.5,1,2,3,4] [--budget-ms 100]
-                             [--edge-probes 0] [--images DIR] [--over-budget answer]
+                             [--edge-probes 0] [--images DIR] [--over-budget answer] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -130,6 +133,55 @@ def best_single_point(
     return tried, None
 
 
+@dataclass(frozen=True)
+class Round:
+    rows: list[Row]  # the fixed model's and auto's runs, in turn per rate
+    best: dict[float, Row | None]  # per rate, the most accurate single point that held it (None: none did)
+
+
+def grid(
+    server: ServerProcess, rates: list[float], frontier: list[dict], auto: str, args: argparse.Namespace, top1: dict
+) -> Round:
+    """The fixed model and auto at each rate, each rate's best single point tried right after auto; printed."""
+    rows: list[Row] = []
+    single_rows: list[Row] = []
+    best: dict[float, Row | None] = {}
+    start: int | None = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one
+    for rate in rates:
+        rows.append(drive(server, "fixed", "/classify?top_k=1", rate, args, top1))
+        rows.append(drive(server, "auto", auto, rate, args, top1))
+        best[rate] = None
+        if start is not None:
+            tried, start = best_single_point(server, frontier, start, rate, args, top1)
+            single_rows.extend(tried)
+            best[rate] = tried[-1] if start is not None else None
+            if start is None:
+                print(f"(no single point holds {rate:.0f}/s, so none is tried at a higher rate)")
+    print_rows(rows)
+    print("\nThe most accurate single point of auto's frontier that holds each rate, tried right after auto:")
+    print_rows(single_rows)
+    held = {mode: max((r.rate for r in rows if r.mode == mode and r.held), default=0.0) for mode in ("fixed", "auto")}
+    print(f"\nhighest rate held: fixed {held['fixed']:.0f}/s, auto {held['auto']:.0f}/s")
+    return Round(rows, best)
+
+
+def print_rounds(rounds: list[Round]) -> None:
+    """Per rate, over the rounds: how often each mode held, and auto's mean top-1 against the best single point's."""
+    print(f"\nOver {len(rounds)} rounds (per round: fixed held, auto held, auto's top-1 / the best single point's):")
+    print("| rate /s | fixed held | auto held | auto's top-1 against the best single point's, per round |")
+    print("| ---: | ---: | ---: | --- |")
+    for rate in rounds[0].best:
+        fixed = [r for one in rounds for r in one.rows if r.rate == rate and r.mode == "fixed"]
+        auto = [r for one in rounds for r in one.rows if r.rate == rate and r.mode == "auto"]
+        pairs = []
+        for one, ours in zip(rounds, auto, strict=True):
+            best = one.best[rate]
+            mark = "" if ours.held else " (missed)"
+            pairs.append(f"{ours.top1:.2f}{mark} / " + (f"{best.top1:.2f} ({best.mode})" if best else "none held"))
+        print(f"| {rate:.0f} | {sum(r.held for r in fixed)}/{len(fixed)} | {sum(r.held for r in auto)}/{len(auto)} "
+              f"| {'; '.join(pairs)} |")  # fmt: skip
+
+
 def highest_held(
     server: ServerProcess, targets: dict[str, str], ceiling: float, args: argparse.Namespace, top1: dict
 ) -> tuple[dict[str, float], list[Row]]:
@@ -182,6 +234,7 @@ def main() -> None:
     parser.add_argument("--edge-probes", type=int, default=0, help="bisecting runs per mode for its highest held rate")
     parser.add_argument("--images", type=Path, help="directory of JPEGs to send (default: the five benchmark JPEGs)")
     parser.add_argument("--over-budget", choices=("answer", "refuse"), default="answer", help="auto's over_budget")
+    parser.add_argument("--rounds", type=int, default=1, help="times to run the grid, at the same rates")
     args = parser.parse_args()
     args.jpegs = jpegs_in(args.images) if args.images else load_images()
     multiples = [float(m) for m in args.multiples.split(",")]
@@ -211,25 +264,12 @@ def main() -> None:
         auto_target = (
             f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&over_budget={args.over_budget}&top_k=1"
         )
-        rows: list[Row] = []
-        single_rows: list[Row] = []
-        start: int | None = len(frontier) - 1  # a point that cannot hold a rate cannot hold a higher one
-        for multiple in multiples:
-            rate = multiple * capacity
-            rows.append(drive(server, "fixed", "/classify?top_k=1", rate, args, top1))
-            rows.append(drive(server, "auto", auto_target, rate, args, top1))
-            if start is not None:
-                tried, start = best_single_point(server, frontier, start, rate, args, top1)
-                single_rows.extend(tried)
-                if start is None:
-                    print(f"(no single point holds {rate:.0f}/s, so none is tried at a higher rate)")
-        print_rows(rows)
-        print("\nThe most accurate single point of auto's frontier that holds each rate, tried right after auto:")
-        print_rows(single_rows)
-        held = {
-            mode: max((r.rate for r in rows if r.mode == mode and r.held), default=0.0) for mode in ("fixed", "auto")
-        }
-        print(f"\nhighest rate held: fixed {held['fixed']:.0f}/s, auto {held['auto']:.0f}/s")
+        rounds = [grid(server, [m * capacity for m in multiples], frontier, auto_target, args, top1)]
+        for number in range(2, args.rounds + 1):
+            print(f"\nRound {number} of {args.rounds}, at the same rates:")
+            rounds.append(grid(server, [m * capacity for m in multiples], frontier, auto_target, args, top1))
+        if args.rounds > 1:
+            print_rounds(rounds)
         if args.edge_probes:
             targets = {"fixed": "/classify?top_k=1", "auto": auto_target, cheapest: path + "&top_k=1"}
             print_edges(server, targets, floor, capacity, args, top1)
