@@ -154,8 +154,9 @@ def grid(
         if start is not None:
             tried, start = best_single_point(server, frontier, start, rate, args, top1)
             single_rows.extend(tried)
-            best[rate] = tried[-1] if start is not None else None
-            if start is None:
+            if start is not None:
+                best[rate] = tried[-1]
+            else:
                 print(f"(no single point holds {rate:.0f}/s, so none is tried at a higher rate)")
     print_rows(rows)
     print("\nThe most accurate single point of auto's frontier that holds each rate, tried right after auto:")
@@ -166,7 +167,8 @@ def grid(
 
 
 def print_rounds(rounds: list[Round]) -> None:
-    """Per rate, over the rounds: how often each mode held, and auto's mean top-1 against the best single point's."""
+    """Per rate, over the rounds: how often each mode held, and auto's mean expected top-1 beside the best single
+    point's of the same round."""
     print(f"\nOver {len(rounds)} rounds (per round: fixed held, auto held, auto's top-1 / the best single point's):")
     print("| rate /s | fixed held | auto held | auto's top-1 against the best single point's, per round |")
     print("| ---: | ---: | ---: | --- |")
@@ -264,10 +266,12 @@ def main() -> None:
         auto_target = (
             f"/classify?model=auto&latency_budget_ms={args.budget_ms:g}&over_budget={args.over_budget}&top_k=1"
         )
-        rounds = [grid(server, [m * capacity for m in multiples], frontier, auto_target, args, top1)]
-        for number in range(2, args.rounds + 1):
-            print(f"\nRound {number} of {args.rounds}, at the same rates:")
-            rounds.append(grid(server, [m * capacity for m in multiples], frontier, auto_target, args, top1))
+        rates = [m * capacity for m in multiples]
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            if number > 1:
+                print(f"\nRound {number} of {args.rounds}, at the same rates:")
+            rounds.append(grid(server, rates, frontier, auto_target, args, top1))
         if args.rounds > 1:
             print_rounds(rounds)
         if args.edge_probes:
