@@ -3,9 +3,10 @@
 For the fixed default model and for auto's cheapest point (`--all`: every frontier point), this measures
 the point's closed-loop capacity, then sends open-loop arrivals (tests/open_loop.py) at `--share` of it and
 reads the CPU time of each part of the server, before and after, from /proc (psutil): the event loop (the
-server's main thread: HTTP, routing, auto's choice, the response), the server's other threads (the model
-instances: ONNX Runtime, batching, postprocessing), and the decoder processes (decoding and preprocessing);
-and the load generator's process. It prints each per request.
+server's main thread: HTTP, routing, the image checks, auto's choice, postprocessing, the response), the
+server's other threads (the model instances' hand-off to a decoder and ONNX Runtime, and a few helpers), and
+the decoder processes (decoding and preprocessing); and the load generator's process. It prints each per
+request sent.
 
 Then two ratios of the default model's cost per request to the cheapest point's. The first bounds the
 cheapest point's highest held rate over the fixed model's, where both hold the same share of the cores; no
