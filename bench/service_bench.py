@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -96,10 +97,10 @@ def merge(setup: str, concurrency: int, parts: list[Slice]) -> Point:
 
 
 class CpuMeter:
-    """CPU used by processes other than this one and the servers, from /proc (Linux only)."""
+    """CPU used by processes other than this one and the servers (with their decoder processes), from /proc."""
 
     def __init__(self, pids: list[int]) -> None:
-        self.pids = [os.getpid(), *pids]
+        self.roots = [os.getpid(), *pids]
         self.ticks = os.sysconf("SC_CLK_TCK")
         self._mark = (0.0, 0, 0)
 
@@ -110,7 +111,7 @@ class CpuMeter:
 
     def _ours(self) -> int:
         total = 0
-        for pid in self.pids:
+        for pid in {*self.roots, *(child for root in self.roots for child in _descendants(root))}:
             try:
                 with open(f"/proc/{pid}/stat") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
@@ -129,6 +130,13 @@ class CpuMeter:
         wall = time.monotonic() - started
         other_ticks = (self._busy_total() - busy) - (self._ours() - ours)
         return max(0.0, other_ticks / self.ticks / wall)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 # --- in-process baseline ---------------------------------------------------------------------------
