@@ -97,10 +97,10 @@ def merge(setup: str, concurrency: int, parts: list[Slice]) -> Point:
 
 
 class CpuMeter:
-    """CPU used by processes other than this one and the servers (with their decoder processes), from /proc."""
+    """CPU used by processes other than this one and its descendants (the servers and their decoder processes),
+    from /proc."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.roots = [os.getpid(), *pids]
+    def __init__(self) -> None:
         self.ticks = os.sysconf("SC_CLK_TCK")
         self._mark = (0.0, 0, 0)
 
@@ -111,7 +111,8 @@ class CpuMeter:
 
     def _ours(self) -> int:
         total = 0
-        for pid in {*self.roots, *(child for root in self.roots for child in _descendants(root))}:
+        me = psutil.Process()
+        for pid in [me.pid, *(child.pid for child in me.children(recursive=True))]:
             try:
                 with open(f"/proc/{pid}/stat") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
@@ -130,13 +131,6 @@ class CpuMeter:
         wall = time.monotonic() - started
         other_ticks = (self._busy_total() - busy) - (self._ours() - ours)
         return max(0.0, other_ticks / self.ticks / wall)
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 # --- in-process baseline ---------------------------------------------------------------------------
@@ -359,7 +353,7 @@ def main() -> None:
             ON: serve_model(Path(workdir), args.model, batching_on, args.threads),
             OFF: serve_model(Path(workdir), args.model, {"max_batch_size": 1}, args.threads),
         }
-        meter = CpuMeter([server.process.pid for server in servers.values()])
+        meter = CpuMeter()
         baseline = Baseline(args.model, args.threads, args.instances or args.threads)
         try:
             for round_index in range(args.rounds):
