@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from harness import ServerProcess, running_server
 from PIL import Image
-from support import DEEPLAB_SMALL, STORE, TV_INT8, V1_SMALL, image_bytes, metric_value
+from support import DEEPLAB_SMALL, STORE, TV_INT8, V1_SMALL, encode, image_bytes, metric_value
 
 from service.tradeoffs import PROFILE_NAME
 
@@ -84,15 +83,14 @@ def test_over_budget_refuse_gives_up_once_the_budget_has_passed(server: ServerPr
     # A 4-megapixel photo of noise costs many times the calibration's 640x480 photo to decode, so the point
     # predicted within twice the cheapest point's calibrated time overruns that budget: given up, not answered.
     noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
-    photo = io.BytesIO()
-    Image.fromarray(noise).save(photo, "JPEG", quality=95, subsampling=0)
+    photo = encode(Image.fromarray(noise), "JPEG", quality=95, subsampling=0)
     with server.client() as http:
         tradeoffs = http.get("/v1/tradeoffs").json()
         cheapest = tradeoffs["auto"]["points"][0]
-        latency = next(p["latency_ms"] for p in tradeoffs["points"] if p.items() >= cheapest.items())
-        budget = f"latency_budget_ms={2 * latency:.3f}"
-        hard = http.post(f"/classify?model=auto&{budget}&over_budget=refuse", content=photo.getvalue(), headers=JPEG)
-        soft = http.post(f"/classify?model=auto&{budget}", content=photo.getvalue(), headers=JPEG)
+        latency = {(p["model"], p["resolution"]): p["latency_ms"] for p in tradeoffs["points"]}
+        budget = f"latency_budget_ms={2 * latency[cheapest['model'], cheapest['resolution']]:.3f}"
+        hard = http.post(f"/classify?model=auto&{budget}&over_budget=refuse", content=photo, headers=JPEG)
+        soft = http.post(f"/classify?model=auto&{budget}", content=photo, headers=JPEG)
     assert hard.status_code == 504, hard.text
     assert "deadline passed" in hard.json()["error"]["message"]
     assert soft.status_code == 200 and "within the budget" in soft.json()["selection"]["reason"]
