@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from harness import ServerProcess, start_server  # noqa: E402
 
 from service.config import PREFERRED_DEFAULT_MODEL  # noqa: E402
+from service.cpu_use import cpu_seconds  # noqa: E402
 from service.instance import ModelSession  # noqa: E402
 from service.postprocess import top_k  # noqa: E402
 from service.preprocess import prepare  # noqa: E402
@@ -102,24 +103,16 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.ticks = os.sysconf("SC_CLK_TCK")
-        self._mark = (0.0, 0, 0)
+        self._mark = (0.0, 0, 0.0)
 
     def _busy_total(self) -> int:
         with open("/proc/stat") as stat:
             user, nice, system, _idle, _iowait, irq, softirq, *_ = map(int, stat.readline().split()[1:])
         return user + nice + system + irq + softirq
 
-    def _ours(self) -> int:
-        total = 0
+    def _ours(self) -> float:
         me = psutil.Process()
-        for pid in [me.pid, *(child.pid for child in me.children(recursive=True))]:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-            except OSError:
-                pass
-        return total
+        return sum(cpu_seconds(pid) for pid in [me.pid, *(child.pid for child in me.children(recursive=True))])
 
     def start(self) -> None:
         self._mark = (time.monotonic(), self._busy_total(), self._ours())
@@ -129,8 +122,8 @@ class CpuMeter:
             return float("nan")
         started, busy, ours = self._mark
         wall = time.monotonic() - started
-        other_ticks = (self._busy_total() - busy) - (self._ours() - ours)
-        return max(0.0, other_ticks / self.ticks / wall)
+        other_seconds = (self._busy_total() - busy) / self.ticks - (self._ours() - ours)
+        return max(0.0, other_seconds / wall)
 
 
 # --- in-process baseline ---------------------------------------------------------------------------
